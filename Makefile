@@ -1,0 +1,42 @@
+# The course's commands. `make lab` to learn, `make test` to check everything.
+#
+# TORCH is installed before anything else. The default takes torch 2.13.0; on a
+# machine whose pip finds no CPU build, or with a GPU, pass your own, e.g.
+#   make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+#   make lab  TORCH=torch
+PYTHON   ?= python3
+VENV     ?= .venv
+TORCH    ?= torch==2.13.0
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+READY := $(VENV)/.ready
+
+.PHONY: setup lab test notebooks clean
+
+## setup: create .venv with torch, attnlib (editable) and its development tools
+setup: $(READY)
+
+$(READY): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(READY)
+
+## lab: open the course in JupyterLab (extra arguments: LAB_ARGS="--no-browser --port=8899")
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+## test: attnlib's unit tests, then every notebook (masters and learner versions) under nbval
+test: setup
+	$(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
+		--durations=0 tests notebooks $(PYTEST_ARGS)
+
+## notebooks: regenerate the learner notebooks (badges, setup cells, stubs) from the masters
+notebooks: setup
+	$(PY) tools/build_notebooks.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

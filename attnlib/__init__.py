@@ -1,0 +1,25 @@
+"""attnlib: the small package behind the course "Attention, from dot products to Transformers".
+
+Each lesson derives one idea from scratch and then imports it from here, so later
+lessons build on tested code. Everything runs on cuda, mps or cpu.
+"""
+
+from .attention import causal_mask, scaled_dot_product_attention
+from .device import describe_environment, get_device, seed_everything
+from .similarity import cosine_similarity, dot_product_scores
+from .softmax import masked_softmax
+from . import viz
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "causal_mask",
+    "cosine_similarity",
+    "describe_environment",
+    "dot_product_scores",
+    "get_device",
+    "masked_softmax",
+    "scaled_dot_product_attention",
+    "seed_everything",
+    "viz",
+]

@@ -1,0 +1,9 @@
+"""Exercise checkers, one module per lesson: ``from attnlib.exercises import lesson02``.
+
+Each module holds :class:`Exercise` objects; a notebook's check cell calls
+``lesson02.softmax.check(my_softmax)`` and its hint cell ``lesson02.softmax.hint()``.
+"""
+
+from ._core import Exercise, Failure, Trial
+
+__all__ = ["Exercise", "Failure", "Trial"]

@@ -1,0 +1,209 @@
+"""The machinery behind every exercise check: run the learner's code, explain failures.
+
+A lesson's exercises live in ``attnlib/exercises/lessonNN.py``. Each is an
+:class:`Exercise` whose ``test`` function receives a :class:`Trial` and the learner's
+function. The trial calls the learner's code safely and compares results; the first
+problem found becomes a :class:`Failure` with a message written for the learner.
+
+``Exercise.check`` turns a failure into a printed message followed by an
+``AssertionError`` (so nbgrader and nbval both see it), and success into one line.
+It never lets the learner's bug crash the checker itself.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+class Failure(Exception):
+    """Something is wrong with the learner's answer; the message says what."""
+
+
+class Trial:
+    """Helpers a checker uses: seeded inputs, a safe call, and explained comparisons."""
+
+    def __init__(self, exercise: "Exercise", seed: int = 0, device: torch.device | str = "cpu"):
+        self.exercise = exercise
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # ----- inputs -------------------------------------------------------------------
+    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Seeded standard-normal tensor of ``shape`` on the trial's device."""
+        return torch.randn(*shape, generator=self.generator, dtype=dtype).to(self.device)
+
+    def randint(self, low: int, high: int, shape: Sequence[int]) -> torch.Tensor:
+        """Seeded integers in ``[low, high)`` of ``shape`` on the trial's device."""
+        return torch.randint(low, high, tuple(shape), generator=self.generator).to(self.device)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        """Seeded uniform [0, 1) tensor of ``shape`` on the trial's device."""
+        return torch.rand(*shape, generator=self.generator).to(self.device)
+
+    # ----- calling the learner's code ---------------------------------------------
+    def call(self, fn: Callable, *args, what: str = "your function", **kwargs):
+        """Call ``fn`` and turn anything it raises into a Failure that explains it.
+
+        Arguments are cloned, so a learner's in-place edit cannot spoil the expected
+        answer the checker computes from the same inputs.
+        """
+        args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError:
+            raise Failure(
+                "not attempted yet. Replace the `raise NotImplementedError(...)` line in the "
+                "solution cell with your code, run that cell, then run this check again."
+            ) from None
+        except Exception as error:  # the learner's bug: show it, do not crash
+            raise Failure(f"{what} raised an exception:\n{_describe_exception(error)}") from None
+
+    # ----- comparisons --------------------------------------------------------------
+    def expect_tensor(
+        self,
+        got,
+        expected: torch.Tensor,
+        what: str,
+        *,
+        atol: float = 1e-5,
+        rtol: float = 1e-4,
+        check_dtype: bool = True,
+    ) -> torch.Tensor:
+        """``got`` must be a tensor like ``expected``: type, shape, dtype, device, finite, values."""
+        if got is None:
+            raise Failure(f"{what} is None. Did your function forget to `return` its result?")
+        if isinstance(got, np.ndarray):
+            raise Failure(
+                f"{what} is a numpy array; a torch.Tensor was expected "
+                "(stay in torch, or convert with torch.from_numpy)."
+            )
+        if not isinstance(got, torch.Tensor):
+            raise Failure(f"{what} is a {type(got).__name__}; a torch.Tensor was expected.")
+        if tuple(got.shape) != tuple(expected.shape):
+            raise Failure(
+                f"{what} has shape {tuple(got.shape)}; expected shape {tuple(expected.shape)}."
+            )
+        if check_dtype and got.dtype != expected.dtype:
+            raise Failure(f"{what} has dtype {got.dtype}; expected dtype {expected.dtype}.")
+        if got.device != expected.device:
+            raise Failure(
+                f"{what} is on device {got.device}; expected {expected.device} "
+                "(create new tensors on the inputs' device, e.g. device=x.device)."
+            )
+        self.expect_finite(got, what)
+        diff = (got.detach().double() - expected.detach().double()).abs()  # same shape
+        if diff.numel() and not torch.allclose(got.detach().double(), expected.detach().double(), atol=atol, rtol=rtol):
+            worst = int(diff.argmax())
+            index = tuple(int(i) for i in np.unravel_index(worst, tuple(diff.shape)))
+            rel = diff / expected.detach().double().abs().clamp_min(1e-12)
+            where = f"worst at index {index}; " if index else ""
+            raise Failure(
+                f"{what} has the right shape but wrong values: max absolute error "
+                f"{diff.max().item():.3g}, max relative error {rel.max().item():.3g} "
+                f"({where}tolerance atol={atol:g}, rtol={rtol:g})."
+            )
+        return got
+
+    def expect_finite(self, got: torch.Tensor, what: str) -> None:
+        """No NaN and no infinity anywhere in ``got``."""
+        if not got.is_floating_point():
+            return
+        bad = ~torch.isfinite(got.detach())
+        if bad.any():
+            kind = "NaN" if torch.isnan(got.detach()).any() else "infinity"
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise Failure(
+                f"{what} contains {kind} at {int(bad.sum())} position(s) (first at index {first})."
+            )
+
+    def expect_number(self, got, expected: float, what: str, *, atol: float = 1e-5, rtol: float = 1e-4) -> float:
+        """``got`` must be a real number (Python, numpy or 0-d tensor) close to ``expected``."""
+        if got is None:
+            raise Failure(f"{what} is None. Did your function forget to `return` its result?")
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise Failure(f"{what} is a tensor of shape {tuple(got.shape)}; a single number was expected.")
+            got = got.item()
+        if isinstance(got, np.ndarray) and got.size == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float, np.integer, np.floating)):
+            raise Failure(f"{what} is a {type(got).__name__}; a number was expected.")
+        got = float(got)
+        if not math.isfinite(got):
+            raise Failure(f"{what} is {got}; a finite number was expected.")
+        if not math.isclose(got, expected, abs_tol=atol, rel_tol=rtol):
+            raise Failure(
+                f"{what} is {got:.6g}, which is off by {abs(got - expected):.3g} "
+                f"(tolerance atol={atol:g}, rtol={rtol:g})."
+            )
+        return got
+
+    def expect(self, condition: bool, message: str) -> None:
+        """A property of the answer must hold; ``message`` says which one broke."""
+        if not bool(condition):
+            raise Failure(message)
+
+
+@dataclass
+class Exercise:
+    """One exercise: its number, title, the test it must pass, and hints in order."""
+
+    number: str
+    title: str
+    test: Callable[[Trial, Callable], None]
+    hints: list[str]
+    success: str = "well done."
+    seed: int = 0
+    _hints_given: int = field(default=0, repr=False)
+
+    def check(self, fn) -> None:
+        """Run the learner's ``fn`` through the test; print the verdict.
+
+        Success prints one line. Failure prints what is wrong and raises AssertionError.
+        """
+        name = f"Exercise {self.number} ({self.title})"
+        try:
+            if not callable(fn):
+                raise Failure(f"expected a function, got a {type(fn).__name__}.")
+            from ..device import get_device
+
+            self.test(Trial(self, self.seed, get_device()), fn)
+        except Failure as failure:
+            message = f"✗ {name}: {failure}\n  Stuck? Run the hint cell below."
+        except Exception as error:  # the learner's result broke the checker itself
+            message = (
+                f"✗ {name}: your answer could not be checked; using it raised\n"
+                f"{_describe_exception(error)}"
+            )
+        else:
+            print(f"✓ {name}: {self.success}")
+            return
+        print(message)
+        raise AssertionError(message)
+
+    def hint(self) -> None:
+        """Print the next hint; after the last one, repeat it."""
+        index = min(self._hints_given, len(self.hints) - 1)
+        last = index == len(self.hints) - 1
+        self._hints_given += 1
+        suffix = " (that is the last hint)" if last else " (run again for another)"
+        print(f"Hint {index + 1}/{len(self.hints)} for Exercise {self.number}{suffix}:\n{self.hints[index]}")
+
+
+def _describe_exception(error: BaseException) -> str:
+    """``Type: message``, plus the line of notebook code where it happened when known."""
+    text = "".join(traceback.format_exception_only(type(error), error)).strip()
+    frames = traceback.extract_tb(error.__traceback__)
+    notebook_frames = [f for f in frames if "ipykernel" in f.filename or f.filename.startswith("<")]
+    if notebook_frames:
+        frame = notebook_frames[-1]
+        code = (frame.line or "").strip()
+        text += f"\n  at line {frame.lineno} of your cell" + (f": {code}" if code else "")
+    return "  " + text.replace("\n", "\n  ")

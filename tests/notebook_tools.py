@@ -1,0 +1,45 @@
+"""Helpers for tests that look inside the notebooks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+MASTERS = ROOT / "notebooks" / "solutions"
+LEARNERS = ROOT / "notebooks"
+
+
+def master_paths() -> list[Path]:
+    return sorted(MASTERS.glob("*.ipynb"))
+
+
+def learner_paths() -> list[Path]:
+    return sorted(LEARNERS.glob("*.ipynb"))
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def load_derivations(name: str) -> dict:
+    """Run the cells tagged ``derivation`` of master notebook ``name``; return their namespace.
+
+    A lesson marks the cells that define its from-scratch functions with the tag
+    ``derivation``. Those cells must only define things (no training, no plots), so a
+    unit test can run them and compare each function with attnlib's version.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    nb = read(MASTERS / name)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "derivation" in c.metadata.get("tags", [])]
+    if not cells:
+        raise AssertionError(f"{name} has no cell tagged 'derivation'")
+    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn}
+    for cell in cells:
+        exec(compile(cell.source, f"{name}:derivation", "exec"), namespace)
+    return namespace

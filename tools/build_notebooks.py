@@ -1,0 +1,202 @@
+"""Build the learner notebooks from the master notebooks (``make notebooks``).
+
+The masters in ``notebooks/solutions/`` are the source of truth: full solutions and
+nbgrader (schema 3) metadata, ready for nbgrader's ``source/`` folder. For each master
+this script
+
+1. stamps the shared parts into the master itself: the "Open in Colab" badge (pointing
+   at the master) and the setup cell (tagged ``setup``), and strips outputs;
+2. writes the learner notebook ``notebooks/<name>.ipynb``: nbgrader's own
+   ``ClearSolutions`` replaces each solution with a stub that names the exercise, check
+   cells get the ``raises-exception`` tag so "Run all" goes on past an unsolved
+   exercise, outputs are cleared, and the badge points at the learner notebook.
+
+The repository address comes from ``[project.urls] Repository`` in ``pyproject.toml``,
+the only place it is written. ``--check`` changes nothing and exits 1 if any file
+differs from what would be written (the test suite uses the same functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+from nbgrader.preprocessors import ClearOutput, ClearSolutions
+
+ROOT = Path(__file__).resolve().parents[1]
+MASTERS = ROOT / "notebooks" / "solutions"
+LEARNERS = ROOT / "notebooks"
+BRANCH = "main"
+
+SETUP_TEMPLATE = '''\
+# Setup: the same cell opens every lesson. On Colab it first installs attnlib
+# (the course's package) without touching Colab's own torch and numpy.
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install -q "attnlib @ git+{repository}.git"
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import attnlib
+
+device = attnlib.get_device()
+attnlib.seed_everything(0)
+print(attnlib.describe_environment(device))'''
+
+BADGE_PATTERN = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+GRADE_ID_PATTERN = re.compile(r"^ex(\d+)_(\d+)_(\w+)$")
+
+
+def repository_url() -> str:
+    """The course repository's address, read from pyproject.toml."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        url = tomllib.load(f)["project"]["urls"]["Repository"]
+    return url.rstrip("/").removesuffix(".git")
+
+
+def setup_source() -> str:
+    """The exact source of the setup cell every notebook must carry."""
+    return SETUP_TEMPLATE.format(repository=repository_url())
+
+
+def badge(path_in_repo: str) -> str:
+    """Markdown for an "Open in Colab" badge that opens ``path_in_repo``."""
+    slug = repository_url().removeprefix("https://github.com/")
+    target = f"https://colab.research.google.com/github/{slug}/blob/{BRANCH}/{path_in_repo}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
+
+
+def exercise_label(grade_id: str) -> str:
+    """``ex02_1_softmax`` → ``Exercise 2.1 (softmax)``."""
+    match = GRADE_ID_PATTERN.match(grade_id)
+    if not match:
+        raise ValueError(f"grade_id {grade_id!r} does not follow exLL_N_name (e.g. ex02_1_softmax)")
+    lesson, number, name = match.groups()
+    return f"Exercise {int(lesson)}.{number} ({name.replace('_', ' ')})"
+
+
+class StubSolutions(ClearSolutions):
+    """nbgrader's ClearSolutions, with a stub that names the exercise it belongs to."""
+
+    def preprocess_cell(self, cell, resources, index):
+        grading = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and grading.get("solution"):
+            label = exercise_label(grading["grade_id"])
+            self.code_stub = dict(
+                python=f'# YOUR CODE HERE\nraise NotImplementedError("{label}: replace this line with your solution")'
+            )
+        return super().preprocess_cell(cell, resources, index)
+
+
+def _stamp_shared_cells(nb, path_in_repo: str, name: str) -> None:
+    """Put the badge and the setup cell into ``nb`` (in place)."""
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "markdown" or not BADGE_PATTERN.search(first.source):
+        raise ValueError(f"{name}: the first cell must be markdown with an 'Open In Colab' badge")
+    first.source = BADGE_PATTERN.sub(lambda _: badge(path_in_repo), first.source)
+    setup_cells = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
+    if len(setup_cells) != 1 or setup_cells[0].cell_type != "code":
+        raise ValueError(f"{name}: exactly one code cell must carry the 'setup' tag")
+    setup_cells[0].source = setup_source()
+
+
+def _clear_outputs(nb):
+    nb, _ = ClearOutput().preprocess(nb, {})
+    return nb
+
+
+def normalized_master(path: Path):
+    """The master notebook as it should be committed: badge, setup cell, no outputs."""
+    nb = nbformat.read(path, as_version=4)
+    _stamp_shared_cells(nb, f"notebooks/solutions/{path.name}", path.name)
+    for cell in nb.cells:
+        grading = cell.metadata.get("nbgrader", {})
+        if grading.get("solution"):
+            _require_stub_inside_function(cell, path.name)
+    return _clear_outputs(nb)
+
+
+def _require_stub_inside_function(cell, name: str) -> None:
+    """A solution must be a function body, so its stub does not raise when the cell runs."""
+    for line in cell.source.splitlines():
+        if "BEGIN SOLUTION" in line and not line.startswith((" ", "\t")):
+            grade_id = cell.metadata["nbgrader"].get("grade_id")
+            raise ValueError(
+                f"{name}: the solution of {grade_id} is not inside a function; the learner's stub "
+                "would raise as soon as the cell runs"
+            )
+
+
+def learner_version(master):
+    """The learner notebook made from a (normalized) master notebook."""
+    nb = copy.deepcopy(master)
+    nb, resources = StubSolutions().preprocess(nb, {})
+    for cell in nb.cells:
+        grading = cell.metadata.get("nbgrader", {})
+        if grading.get("grade"):
+            tags = cell.metadata.setdefault("tags", [])
+            if "raises-exception" not in tags:
+                tags.append("raises-exception")
+    return _clear_outputs(nb)
+
+
+def render(nb) -> str:
+    """The exact text a notebook is committed as."""
+    return nbformat.writes(nb) + "\n"
+
+
+def planned_files() -> dict[Path, str]:
+    """Every notebook file (masters and learner versions) with the text it should have."""
+    files: dict[Path, str] = {}
+    for path in sorted(MASTERS.glob("*.ipynb")):
+        master = normalized_master(path)
+        files[path] = render(master)
+        learner = learner_version(master)
+        _stamp_shared_cells(learner, f"notebooks/{path.name}", path.name)
+        files[LEARNERS / path.name] = render(learner)
+    return files
+
+
+def stale_learner_notebooks() -> list[Path]:
+    """Learner notebooks whose master no longer exists."""
+    masters = {p.name for p in MASTERS.glob("*.ipynb")}
+    return [p for p in sorted(LEARNERS.glob("*.ipynb")) if p.name not in masters]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is out of date")
+    args = parser.parse_args(argv)
+
+    outdated = []
+    for path, text in planned_files().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        outdated.append(path.relative_to(ROOT))
+        if not args.check:
+            path.write_text(text, encoding="utf-8")
+    stale = stale_learner_notebooks()
+    for path in stale:
+        outdated.append(path.relative_to(ROOT))
+        if not args.check:
+            path.unlink()
+
+    verb = "out of date" if args.check else "written"
+    for path in outdated:
+        print(f"{verb}: {path}")
+    if not outdated:
+        print("all notebooks up to date")
+    return 1 if (args.check and outdated) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
