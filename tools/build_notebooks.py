@@ -11,6 +11,9 @@ this script
    cells get the ``raises-exception`` tag so "Run all" goes on past an unsolved
    exercise, outputs are cleared, and the badge points at the learner notebook.
 
+It also rewrites the lesson table in ``README.md`` (between the ``lessons:start`` and
+``lessons:end`` markers) from the masters' titles, with a badge for each lesson.
+
 The repository address comes from ``[project.urls] Repository`` in ``pyproject.toml``,
 the only place it is written. ``--check`` changes nothing and exits 1 if any file
 differs from what would be written (the test suite uses the same functions).
@@ -154,15 +157,47 @@ def render(nb) -> str:
 
 
 def planned_files() -> dict[Path, str]:
-    """Every notebook file (masters and learner versions) with the text it should have."""
+    """Every generated file (masters, learner notebooks, README) with the text it should have."""
     files: dict[Path, str] = {}
+    masters = {}
     for path in sorted(MASTERS.glob("*.ipynb")):
         master = normalized_master(path)
+        masters[path.name] = master
         files[path] = render(master)
         learner = learner_version(master)
         _stamp_shared_cells(learner, f"notebooks/{path.name}", path.name)
         files[LEARNERS / path.name] = render(learner)
+    files[README] = readme_with_table(README.read_text(encoding="utf-8"), lessons_table(masters))
     return files
+
+
+README = ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
+
+
+def lesson_title(nb) -> str:
+    """``# Lesson 02 · Softmax and ...`` → ``Softmax and ...``."""
+    heading = nb.cells[0].source.splitlines()[0]
+    return heading.removeprefix("# ").split("·", 1)[-1].strip()
+
+
+def lessons_table(masters: dict[str, object]) -> str:
+    """The README's lesson table: number, title, Colab badge, learner and master notebooks."""
+    rows = ["| # | lesson | open | notebook | with solutions |", "|---|---|---|---|---|"]
+    for name, nb in masters.items():
+        rows.append(
+            f"| {name[:2]} | {lesson_title(nb)} | {badge(f'notebooks/{name}')} "
+            f"| [{name}](notebooks/{name}) | [solutions](notebooks/solutions/{name}) |"
+        )
+    return "\n".join(rows)
+
+
+def readme_with_table(text: str, table: str) -> str:
+    """``text`` with the block between the lesson-table markers replaced by ``table``."""
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md must contain {TABLE_START} and {TABLE_END} around the lesson table")
+    return text[: start + len(TABLE_START)] + "\n" + table + "\n" + text[end:]
 
 
 def stale_learner_notebooks() -> list[Path]:

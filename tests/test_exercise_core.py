@@ -1,0 +1,122 @@
+"""The checker machinery: every failure mode gets its own explanation, never a crash."""
+
+import numpy as np
+import pytest
+import torch
+
+from attnlib.exercises import Exercise
+from attnlib.exercises import lesson00
+
+
+def square(t, fn):
+    x = t.randn(2, 3)
+    got = t.call(fn, x)
+    t.expect_tensor(got, x ** 2, "square(x)")
+    t.expect(bool((got >= 0).all()), "squares must not be negative")
+
+
+EXERCISE = Exercise("9.9", "square", square, hints=["first", "second"], success="squared.")
+
+
+def verdict(fn, capsys):
+    with pytest.raises(AssertionError) as info:
+        EXERCISE.check(fn)
+    printed = capsys.readouterr().out
+    assert str(info.value) in printed  # the message is printed, then raised
+    return printed
+
+
+def test_success_prints_one_line(capsys):
+    EXERCISE.check(lambda x: x ** 2)
+    out = capsys.readouterr().out
+    assert out == "✓ Exercise 9.9 (square): squared.\n"
+
+
+def raise_not_implemented(x):
+    raise NotImplementedError("Exercise 9.9: replace this line")
+
+
+@pytest.mark.parametrize(
+    "fn, expected",
+    [
+        (raise_not_implemented, "not attempted yet"),
+        (lambda x: x.reshape(7), "raised an exception:\n  RuntimeError: shape '[7]' is invalid"),
+        (lambda x: None, "is None. Did your function forget to `return`"),
+        (lambda x: (x ** 2).tolist(), "is a list; a torch.Tensor was expected"),
+        (lambda x: (x ** 2).numpy(), "is a numpy array"),
+        (lambda x: (x ** 2).T, "has shape (3, 2); expected shape (2, 3)"),
+        (lambda x: (x ** 2).double(), "has dtype torch.float64; expected dtype torch.float32"),
+        (lambda x: x ** 2 / 0 * 0, "contains NaN at 6 position(s)"),
+        (lambda x: x ** 2 + 1e30 * x ** 2 * 1e30, "contains infinity"),
+        (lambda x: x ** 2 + 0.5, "wrong values: max absolute error 0.5"),
+        ("not a function", "expected a function, got a str"),
+    ],
+)
+def test_each_failure_mode_is_explained(fn, expected, capsys):
+    printed = verdict(fn, capsys)
+    assert printed.startswith("✗ Exercise 9.9 (square): ")
+    assert expected in printed
+
+
+def test_broken_property_is_named(capsys):
+    def test(t, fn):
+        t.expect(False, "rows must sum to one; row 2 sums to 0.7")
+
+    with pytest.raises(AssertionError, match="rows must sum to one; row 2 sums to 0.7"):
+        Exercise("9.8", "property", test, hints=["h"]).check(lambda x: x)
+
+
+def test_a_result_that_breaks_the_checker_is_reported_not_raised(capsys):
+    class Weird:  # a learner's strange return value the test itself trips over
+        def __len__(self):
+            raise RuntimeError("weird object")
+
+    def test(t, fn):
+        len(t.call(fn, 1))
+
+    with pytest.raises(AssertionError, match="could not be checked"):
+        Exercise("9.7", "weird", test, hints=["h"]).check(lambda x: Weird())
+
+
+def test_learner_cannot_spoil_inputs_in_place(capsys):
+    def squares_in_place(x):
+        x.mul_(x)  # edits its argument
+        return x
+
+    EXERCISE.check(squares_in_place)  # the checker compared against untouched inputs
+    assert "✓" in capsys.readouterr().out
+
+
+def test_hints_advance_then_repeat_the_last(capsys):
+    ex = Exercise("9.6", "hints", square, hints=["first", "second"])
+    ex.hint(), ex.hint(), ex.hint()
+    out = capsys.readouterr().out
+    assert out.index("Hint 1/2") < out.index("first") < out.index("Hint 2/2") < out.index("second")
+    assert out.count("second") == 2 and "last hint" in out
+
+
+def test_expect_number(capsys):
+    def test(t, fn):
+        t.expect_number(t.call(fn), 2.0, "the answer")
+
+    ex = Exercise("9.5", "number", test, hints=["h"])
+    ex.check(lambda: np.float32(2.0))
+    for bad, message in [(lambda: 3.0, "is 3, which is off by 1"), (lambda: "2", "is a str; a number"),
+                         (lambda: float("nan"), "finite number"), (lambda: torch.ones(2), "a single number")]:
+        with pytest.raises(AssertionError, match=message):
+            ex.check(bad)
+
+
+def test_lesson00_reference_solutions_pass(capsys):
+    lesson00.vector_length.check(lambda x: torch.sqrt((x ** 2).sum(dim=-1)))
+    lesson00.unit_vectors.check(lambda x: x / torch.sqrt((x ** 2).sum(-1, keepdim=True)).clamp_min(1e-12))
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+def test_lesson00_typical_mistakes(capsys):
+    with pytest.raises(AssertionError, match="has shape \\(1,\\); expected shape \\(\\)"):
+        lesson00.vector_length.check(lambda x: torch.sqrt((x ** 2).sum(dim=-1, keepdim=True)))
+    with pytest.raises(AssertionError, match="wrong values"):
+        lesson00.vector_length.check(lambda x: (x ** 2).sum(dim=-1))
+    with pytest.raises(AssertionError, match="returns NaN when x holds a zero vector"):
+        lesson00.unit_vectors.check(lambda x: x / torch.sqrt((x ** 2).sum(-1, keepdim=True)))
