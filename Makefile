@@ -10,6 +10,9 @@ TORCH    ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
+# JupyterLab refuses to start as root (containers, some cloud machines) unless told.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 READY := $(VENV)/.ready
@@ -27,7 +30,7 @@ $(READY): pyproject.toml
 
 ## lab: open the course in JupyterLab (extra arguments: LAB_ARGS="--no-browser --port=8899")
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(AS_ROOT) $(LAB_ARGS)
 
 ## test: attnlib's unit tests, then every notebook (masters and learner versions) under nbval
 test: setup
