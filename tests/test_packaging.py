@@ -1,7 +1,10 @@
 """Packaging: Colab-friendly requirements, and environment.yml in step with pyproject.toml."""
 
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import yaml
 
