@@ -29,6 +29,8 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> to
     if mask is not None:
         check_mask(mask, tuple(scores.shape), scores.device)
         work = work.masked_fill(~mask, float("-inf"))  # (..., Lk), -inf where not allowed
+    if work.shape[-1] == 0:  # no keys at all: nothing to weigh (amax would fail on an empty row)
+        return torch.zeros_like(scores)  # (..., 0)
     row_max = work.amax(dim=-1, keepdim=True).detach()  # (..., 1); softmax ignores shifts
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
     exp = torch.exp(work - row_max)  # (..., Lk), 0 where not allowed
