@@ -58,6 +58,15 @@ def test_each_failure_mode_is_explained(fn, expected, capsys):
     assert expected in printed
 
 
+def test_calling_another_unsolved_exercise_is_named(capsys):
+    def uses_other_stub(x):
+        raise NotImplementedError("Exercise 2.2 (masked softmax): replace this line with your solution")
+
+    printed = verdict(uses_other_stub, capsys)
+    assert "calls code that is not written yet: Exercise 2.2 (masked softmax)" in printed
+    assert "not attempted" not in printed
+
+
 def test_broken_property_is_named(capsys):
     def test(t, fn):
         t.expect(False, "rows must sum to one; row 2 sums to 0.7")
