@@ -6,20 +6,24 @@ lessons build on tested code. Everything runs on cuda, mps or cpu.
 
 from .attention import causal_mask, scaled_dot_product_attention
 from .device import describe_environment, get_device, seed_everything
+from .qkv import QKVProjection
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
-from . import viz
+from . import data, train, viz
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "QKVProjection",
     "causal_mask",
     "cosine_similarity",
+    "data",
     "describe_environment",
     "dot_product_scores",
     "get_device",
     "masked_softmax",
     "scaled_dot_product_attention",
     "seed_everything",
+    "train",
     "viz",
 ]
