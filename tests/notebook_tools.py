@@ -43,3 +43,41 @@ def load_derivations(name: str) -> dict:
     for cell in cells:
         exec(compile(cell.source, f"{name}:derivation", "exec"), namespace)
     return namespace
+
+
+def exercise_solutions(name: str) -> dict:
+    """Run the master's solution cells of notebook ``name`` in one namespace and return it.
+
+    Solution cells only define functions, so the namespace holds the reference
+    answers (a later exercise may call an earlier one's function, as in the notebook).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn}
+    for cell in read(MASTERS / name).cells:
+        grading = cell.metadata.get("nbgrader", {})
+        if grading.get("solution"):
+            exec(compile(cell.source, f"{name}:{grading['grade_id']}", "exec"), namespace)
+    return namespace
+
+
+def assert_check_passes(exercise, fn, capsys) -> None:
+    """The checker accepts ``fn`` and prints its one success line."""
+    exercise.check(fn)
+    out = capsys.readouterr().out
+    assert out.startswith(f"✓ Exercise {exercise.number}"), out
+
+
+def assert_check_fails(exercise, fn, capsys, *fragments: str) -> str:
+    """The checker rejects ``fn`` with an AssertionError, printing every one of ``fragments``."""
+    import pytest
+
+    with pytest.raises(AssertionError):
+        exercise.check(fn)
+    out = capsys.readouterr().out
+    assert out.startswith(f"✗ Exercise {exercise.number}"), out
+    for fragment in fragments:
+        assert fragment in out, f"{fragment!r} not in:\n{out}"
+    return out

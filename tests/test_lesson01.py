@@ -6,16 +6,14 @@ from attnlib's, and that each checker accepts the master's solution and explains
 typical wrong answers.
 """
 
-import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson01
-from tests.notebook_tools import MASTERS, load_derivations, read
+from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
 
 NOTEBOOK = "01_dot_products.ipynb"
 
@@ -27,31 +25,7 @@ def derived():
 
 @pytest.fixture(scope="module")
 def solutions():
-    """The master notebook's exercise solutions, by grade_id (the cells only define functions)."""
-    found = {}
-    for cell in read(MASTERS / NOTEBOOK).cells:
-        grading = cell.metadata.get("nbgrader", {})
-        if grading.get("solution"):
-            namespace = {"torch": torch, "np": np, "math": math, "F": F}
-            exec(compile(cell.source, f"{NOTEBOOK}:{grading['grade_id']}", "exec"), namespace)
-            found[grading["grade_id"]] = namespace
-    return found
-
-
-def _passes(exercise, fn, capsys):
-    exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ Exercise {exercise.number}"), out
-
-
-def _fails(exercise, fn, capsys, *fragments):
-    with pytest.raises(AssertionError):
-        exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✗ Exercise {exercise.number}"), out
-    for fragment in fragments:
-        assert fragment in out, f"{fragment!r} not in:\n{out}"
-    return out
+    return exercise_solutions(NOTEBOOK)
 
 
 # ----- derivations agree with attnlib ------------------------------------------------------
@@ -97,77 +71,77 @@ def test_notebook_derives_both_functions(derived):
 # ----- Exercise 1.1: dot -----------------------------------------------------------------
 
 def test_dot_accepts_the_solution(solutions, capsys):
-    _passes(lesson01.dot, solutions["ex01_1_dot"]["dot"], capsys)
+    assert_check_passes(lesson01.dot, solutions["dot"], capsys)
 
 
 def test_dot_accepts_einsum(capsys):
-    _passes(lesson01.dot, lambda a, b: torch.einsum("...d,...d->...", a, b), capsys)
+    assert_check_passes(lesson01.dot, lambda a, b: torch.einsum("...d,...d->...", a, b), capsys)
 
 
 def test_dot_says_not_attempted(capsys):
     def dot(a, b):
         raise NotImplementedError("Exercise 1.1 (dot): replace this line with your solution")
 
-    _fails(lesson01.dot, dot, capsys, "not attempted")
+    assert_check_fails(lesson01.dot, dot, capsys, "not attempted")
 
 
 def test_dot_explains_a_missing_return(capsys):
-    _fails(lesson01.dot, lambda a, b: None, capsys, "is None", "return")
+    assert_check_fails(lesson01.dot, lambda a, b: None, capsys, "is None", "return")
 
 
 def test_dot_explains_summing_everything(capsys):
-    _fails(lesson01.dot, lambda a, b: (a * b).sum(), capsys,
+    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(), capsys,
            "shape (4, 6)", "has shape (); expected shape (4,)")
 
 
 def test_dot_explains_summing_the_wrong_dimension(capsys):
-    _fails(lesson01.dot, lambda a, b: (a * b).sum(dim=0), capsys, "has shape (6,); expected shape (4,)")
+    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(dim=0), capsys, "has shape (6,); expected shape (4,)")
 
 
 def test_dot_shows_torch_dot_failing_on_batches(capsys):
-    _fails(lesson01.dot, torch.dot, capsys, "raised an exception", "1D tensors")
+    assert_check_fails(lesson01.dot, torch.dot, capsys, "raised an exception", "1D tensors")
 
 
 def test_dot_explains_numpy_results(capsys):
-    _fails(lesson01.dot, lambda a, b: (a * b).sum(-1).cpu().numpy(), capsys, "numpy array")
+    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(-1).cpu().numpy(), capsys, "numpy array")
 
 
 def test_dot_explains_a_changed_dtype(capsys):
-    _fails(lesson01.dot, lambda a, b: (a * b).sum(-1).float(), capsys, "float64", "expected dtype torch.float64")
+    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(-1).float(), capsys, "float64", "expected dtype torch.float64")
 
 
 def test_dot_explains_wrong_values(capsys):
-    _fails(lesson01.dot, lambda a, b: (a + b).sum(-1), capsys, "wrong values", "max absolute error")
+    assert_check_fails(lesson01.dot, lambda a, b: (a + b).sum(-1), capsys, "wrong values", "max absolute error")
 
 
 # ----- Exercise 1.2: one_query_scores --------------------------------------------------
 
 def test_one_query_scores_accepts_the_solution(solutions, capsys):
-    _passes(lesson01.one_query_scores, solutions["ex01_2_one_query_scores"]["one_query_scores"], capsys)
+    assert_check_passes(lesson01.one_query_scores, solutions["one_query_scores"], capsys)
 
 
 def test_one_query_scores_accepts_other_correct_ways(capsys):
-    _passes(lesson01.one_query_scores, lambda q, k: torch.einsum("bd,bnd->bn", q, k), capsys)
-    _passes(lesson01.one_query_scores, lambda q, k: (q.unsqueeze(1) @ k.transpose(1, 2)).squeeze(1), capsys)
+    assert_check_passes(lesson01.one_query_scores, lambda q, k: torch.einsum("bd,bnd->bn", q, k), capsys)
+    assert_check_passes(lesson01.one_query_scores, lambda q, k: (q.unsqueeze(1) @ k.transpose(1, 2)).squeeze(1), capsys)
 
 
 def test_one_query_scores_explains_mixing_sequences(capsys):
     # (B, d) @ (B, d, n) broadcasts to (B, B, n): every query against every sequence's keys
-    _fails(lesson01.one_query_scores, lambda q, k: q @ k.transpose(-2, -1), capsys,
+    assert_check_fails(lesson01.one_query_scores, lambda q, k: q @ k.transpose(-2, -1), capsys,
            "shape (2, 2, 3)", "every query was scored against the keys of every sequence", "unsqueeze(-1)")
 
 
 def test_one_query_scores_explains_a_leftover_column(capsys):
-    _fails(lesson01.one_query_scores, lambda q, k: k @ q.unsqueeze(-1), capsys, "shape (2, 3, 1)", "squeeze(-1)")
+    assert_check_fails(lesson01.one_query_scores, lambda q, k: k @ q.unsqueeze(-1), capsys, "shape (2, 3, 1)", "squeeze(-1)")
 
 
 def test_one_query_scores_shows_a_broadcasting_error(capsys):
-    _fails(lesson01.one_query_scores, lambda q, k: (k * q).sum(-1), capsys, "raised an exception")
+    assert_check_fails(lesson01.one_query_scores, lambda q, k: (k * q).sum(-1), capsys, "raised an exception")
 
 
 def test_one_query_scores_explains_wrong_values(capsys):
     # scores every sequence's keys with the first sequence's query
-    _fails(lesson01.one_query_scores, lambda q, k: (k @ q[0].unsqueeze(-1)).squeeze(-1), capsys,
+    assert_check_fails(lesson01.one_query_scores, lambda q, k: (k @ q[0].unsqueeze(-1)).squeeze(-1), capsys,
            "query [[1, 0], [0, 1]]", "wrong values", "max absolute error")
 
 
@@ -178,24 +152,24 @@ def test_one_query_scores_explains_a_float32_result_for_float64_inputs(capsys):
             out[b] = k[b] @ q[b]
         return out
 
-    _fails(lesson01.one_query_scores, looped, capsys, "float64", "expected dtype torch.float64")
+    assert_check_fails(lesson01.one_query_scores, looped, capsys, "float64", "expected dtype torch.float64")
 
 
 # ----- Exercise 1.3: cosine_scores ----------------------------------------------------
 
 def test_cosine_scores_accepts_the_solution(solutions, capsys):
-    _passes(lesson01.cosine_scores, solutions["ex01_3_cosine_scores"]["cosine_scores"], capsys)
+    assert_check_passes(lesson01.cosine_scores, solutions["cosine_scores"], capsys)
 
 
 def test_cosine_scores_accepts_torch_cosine_similarity_with_broadcasting(capsys):
     def cosine_scores(query, key):
         return F.cosine_similarity(query.unsqueeze(-2), key.unsqueeze(-3), dim=-1)  # (..., Lq, Lk)
 
-    _passes(lesson01.cosine_scores, cosine_scores, capsys)
+    assert_check_passes(lesson01.cosine_scores, cosine_scores, capsys)
 
 
 def test_cosine_scores_explains_plain_dot_products(capsys):
-    _fails(lesson01.cosine_scores, lambda q, k: q @ k.transpose(-2, -1), capsys,
+    assert_check_fails(lesson01.cosine_scores, lambda q, k: q @ k.transpose(-2, -1), capsys,
            "cosine of a vector with itself must be 1", "both vectors")
 
 
@@ -203,7 +177,7 @@ def test_cosine_scores_explains_broken_scale_invariance(capsys):
     def cosine_scores(query, key):  # divides by ‖q‖² instead of ‖q‖ ‖k‖
         return (query @ key.transpose(-2, -1)) / (query.norm(dim=-1, keepdim=True) ** 2)
 
-    _fails(lesson01.cosine_scores, cosine_scores, capsys, "must not change when vectors are stretched")
+    assert_check_fails(lesson01.cosine_scores, cosine_scores, capsys, "must not change when vectors are stretched")
 
 
 def test_cosine_scores_explains_nan_from_zero_vectors(capsys):
@@ -212,11 +186,11 @@ def test_cosine_scores_explains_nan_from_zero_vectors(capsys):
         unit_key = key / key.norm(dim=-1, keepdim=True)
         return unit_query @ unit_key.transpose(-2, -1)
 
-    _fails(lesson01.cosine_scores, cosine_scores, capsys, "contains NaN", "zero vector", "clamp_min")
+    assert_check_fails(lesson01.cosine_scores, cosine_scores, capsys, "contains NaN", "zero vector", "clamp_min")
 
 
 def test_cosine_scores_explains_swapped_arguments(capsys):
-    _fails(lesson01.cosine_scores, lambda q, k: F.cosine_similarity(k.unsqueeze(-2), q.unsqueeze(-3), dim=-1),
+    assert_check_fails(lesson01.cosine_scores, lambda q, k: F.cosine_similarity(k.unsqueeze(-2), q.unsqueeze(-3), dim=-1),
            capsys, "has shape (4, 3); expected shape (3, 4)")
 
 
@@ -227,11 +201,11 @@ def test_cosine_scores_explains_no_batch_support(capsys):
         unit_key = key / key.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return unit_query @ unit_key.T
 
-    _fails(lesson01.cosine_scores, cosine_scores, capsys, "query (2, 4, 8) and key (2, 6, 8)", "raised an exception")
+    assert_check_fails(lesson01.cosine_scores, cosine_scores, capsys, "query (2, 4, 8) and key (2, 6, 8)", "raised an exception")
 
 
 def test_cosine_scores_reports_exceptions_without_crashing(capsys):
-    _fails(lesson01.cosine_scores, lambda q, k: q.undefined_method(), capsys, "raised an exception", "AttributeError")
+    assert_check_fails(lesson01.cosine_scores, lambda q, k: q.undefined_method(), capsys, "raised an exception", "AttributeError")
 
 
 # ----- hints ---------------------------------------------------------------------------------

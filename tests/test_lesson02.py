@@ -8,14 +8,13 @@ typical mistakes.
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson02
-from tests.notebook_tools import MASTERS, load_derivations, read
+from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
 
 NOTEBOOK = "02_softmax_and_attention.ipynb"
 
@@ -27,29 +26,7 @@ def derived():
 
 @pytest.fixture(scope="module")
 def solutions():
-    """The master's exercise solutions in one namespace (exercise 2.3 calls 2.2's function)."""
-    namespace = {"torch": torch, "np": np, "math": math, "F": F}
-    for cell in read(MASTERS / NOTEBOOK).cells:
-        grading = cell.metadata.get("nbgrader", {})
-        if grading.get("solution"):
-            exec(compile(cell.source, f"{NOTEBOOK}:{grading['grade_id']}", "exec"), namespace)
-    return namespace
-
-
-def _passes(exercise, fn, capsys):
-    exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ Exercise {exercise.number}"), out
-
-
-def _fails(exercise, fn, capsys, *fragments):
-    with pytest.raises(AssertionError):
-        exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✗ Exercise {exercise.number}"), out
-    for fragment in fragments:
-        assert fragment in out, f"{fragment!r} not in:\n{out}"
-    return out
+    return exercise_solutions(NOTEBOOK)
 
 
 def _inputs(seed=0, B=2, H=3, Lq=5, Lk=7, d_k=8, d_v=4):
@@ -168,31 +145,31 @@ def test_attnlib_attention_with_no_keys_gives_zeros():
 # ----- Exercise 2.1: stable softmax ---------------------------------------------------------
 
 def test_softmax_checker_accepts_the_solution(solutions, capsys):
-    _passes(lesson02.softmax, solutions["my_softmax"], capsys)
+    assert_check_passes(lesson02.softmax, solutions["my_softmax"], capsys)
 
 
 def test_softmax_checker_explains_mistakes(capsys):
     def not_attempted(x):
         raise NotImplementedError("Exercise 2.1")
 
-    _fails(lesson02.softmax, not_attempted, capsys, "not attempted")
-    _fails(lesson02.softmax, lambda x: None, capsys, "forget to `return`")
-    _fails(lesson02.softmax, lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1, keepdim=True), capsys,
+    assert_check_fails(lesson02.softmax, not_attempted, capsys, "not attempted")
+    assert_check_fails(lesson02.softmax, lambda x: None, capsys, "forget to `return`")
+    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1, keepdim=True), capsys,
            "[1000.0, 999.0, 998.0]", "overflows", "Subtract the row's maximum")
-    _fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=0, keepdim=True))
+    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=0, keepdim=True))
            / torch.exp(x - x.amax(dim=0, keepdim=True)).sum(dim=0, keepdim=True), capsys, "dim=0", "dim=-1")
-    _fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=-1, keepdim=True)), capsys, "not normalised")
-    _fails(lesson02.softmax, lambda x: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(dim=-1, keepdim=True),
+    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=-1, keepdim=True)), capsys, "not normalised")
+    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(dim=-1, keepdim=True),
            capsys, "second row", "each row's own maximum")
-    _fails(lesson02.softmax, lambda x: torch.softmax(x.float(), dim=-1), capsys, "float64", "dtype")
-    _fails(lesson02.softmax, lambda x: torch.softmax(x, dim=-1).numpy(), capsys, "numpy array")
+    assert_check_fails(lesson02.softmax, lambda x: torch.softmax(x.float(), dim=-1), capsys, "float64", "dtype")
+    assert_check_fails(lesson02.softmax, lambda x: torch.softmax(x, dim=-1).numpy(), capsys, "numpy array")
 
 
 # ----- Exercise 2.2: masked softmax ---------------------------------------------------------
 
 def test_masked_softmax_checker_accepts_the_solution_and_attnlib(solutions, capsys):
-    _passes(lesson02.masked_softmax, solutions["my_masked_softmax"], capsys)
-    _passes(lesson02.masked_softmax, attnlib.masked_softmax, capsys)
+    assert_check_passes(lesson02.masked_softmax, solutions["my_masked_softmax"], capsys)
+    assert_check_passes(lesson02.masked_softmax, attnlib.masked_softmax, capsys)
 
 
 def _fill_then_softmax(fill, nan_to_zero=False):
@@ -220,25 +197,25 @@ def test_masked_softmax_checker_explains_mistakes(capsys):
         exp = torch.exp(shifted)  # (..., Lk)
         return exp / exp.sum(dim=-1, keepdim=True).clamp_min(1e-30)
 
-    _fails(lesson02.masked_softmax, inverted, capsys, "True means 'may attend'")
-    _fails(lesson02.masked_softmax, _fill_then_softmax(0.0), capsys, "exp(0) = 1", "-inf")
-    _fails(lesson02.masked_softmax, zero_after, capsys, "no longer sum")
-    _fails(lesson02.masked_softmax, max_before_masking, capsys, "maximum after masking")
-    _fails(lesson02.masked_softmax, _fill_then_softmax(float("-inf")), capsys, "all False gives NaN")
-    _fails(lesson02.masked_softmax, _fill_then_softmax(-1e9), capsys, "uniform", "-1e9")
-    _fails(lesson02.masked_softmax, lambda scores, mask: attnlib.masked_softmax(scores, mask.bool()), capsys,
+    assert_check_fails(lesson02.masked_softmax, inverted, capsys, "True means 'may attend'")
+    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(0.0), capsys, "exp(0) = 1", "-inf")
+    assert_check_fails(lesson02.masked_softmax, zero_after, capsys, "no longer sum")
+    assert_check_fails(lesson02.masked_softmax, max_before_masking, capsys, "maximum after masking")
+    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(float("-inf")), capsys, "all False gives NaN")
+    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(-1e9), capsys, "uniform", "-1e9")
+    assert_check_fails(lesson02.masked_softmax, lambda scores, mask: attnlib.masked_softmax(scores, mask.bool()), capsys,
            "my_masked_softmax(scores, None) raised an exception", "AttributeError")
 
 
 def test_masked_softmax_checker_accepts_nan_to_num_version(capsys):
-    _passes(lesson02.masked_softmax, _fill_then_softmax(float("-inf"), nan_to_zero=True), capsys)
+    assert_check_passes(lesson02.masked_softmax, _fill_then_softmax(float("-inf"), nan_to_zero=True), capsys)
 
 
 # ----- Exercise 2.3: attention --------------------------------------------------------------
 
 def test_attention_checker_accepts_the_solution_and_attnlib(solutions, capsys):
-    _passes(lesson02.attention, solutions["my_attention"], capsys)
-    _passes(lesson02.attention, attnlib.scaled_dot_product_attention, capsys)
+    assert_check_passes(lesson02.attention, solutions["my_attention"], capsys)
+    assert_check_passes(lesson02.attention, attnlib.scaled_dot_product_attention, capsys)
 
 
 def _attention(scale=None, dim=-1, mask_fn=lambda m: m, nan_to_zero=True, return_weights=False):
@@ -260,24 +237,24 @@ def _attention(scale=None, dim=-1, mask_fn=lambda m: m, nan_to_zero=True, return
 
 
 def test_attention_checker_explains_mistakes(capsys):
-    _passes(lesson02.attention, _attention(), capsys)  # the helper without a mistake is right
-    _fails(lesson02.attention, _attention(scale=lambda q, v: 1.0), capsys, "forgot the scale", "√d_k")
-    _fails(lesson02.attention, _attention(scale=lambda q, v: 1 / q.shape[-1]), capsys, "divides the scores by d_k")
-    _fails(lesson02.attention, _attention(scale=lambda q, v: math.sqrt(q.shape[-1])), capsys, "multiplies")
-    _fails(lesson02.attention, _attention(scale=lambda q, v: 1 / math.sqrt(v.shape[-1])), capsys, "1/√d_v")
-    _fails(lesson02.attention, _attention(dim=-2), capsys, "dim=-2", "dim=-1")
-    _fails(lesson02.attention, _attention(return_weights=True), capsys, "tuple", "only the output")
-    _fails(lesson02.attention, _attention(mask_fn=lambda m: None), capsys, "ignores the mask")
-    _fails(lesson02.attention, _attention(mask_fn=lambda m: ~m), capsys, "where the mask is False")
-    _fails(lesson02.attention, _attention(mask_fn=lambda m: m.transpose(-2, -1) if m.dim() == 2 else m), capsys,
+    assert_check_passes(lesson02.attention, _attention(), capsys)  # the helper without a mistake is right
+    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1.0), capsys, "forgot the scale", "√d_k")
+    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1 / q.shape[-1]), capsys, "divides the scores by d_k")
+    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: math.sqrt(q.shape[-1])), capsys, "multiplies")
+    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1 / math.sqrt(v.shape[-1])), capsys, "1/√d_v")
+    assert_check_fails(lesson02.attention, _attention(dim=-2), capsys, "dim=-2", "dim=-1")
+    assert_check_fails(lesson02.attention, _attention(return_weights=True), capsys, "tuple", "only the output")
+    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: None), capsys, "ignores the mask")
+    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: ~m), capsys, "where the mask is False")
+    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: m.transpose(-2, -1) if m.dim() == 2 else m), capsys,
            "positions 4 and 5 changed the outputs", "True means 'may attend'")
-    _fails(lesson02.attention, _attention(nan_to_zero=False), capsys, "gets NaN", "zero output")
+    assert_check_fails(lesson02.attention, _attention(nan_to_zero=False), capsys, "gets NaN", "zero output")
 
 
 # ----- Exercise 2.4: causal padding mask ---------------------------------------------------
 
 def test_causal_padding_mask_checker_accepts_the_solution(solutions, capsys):
-    _passes(lesson02.causal_padding_mask, solutions["my_causal_padding_mask"], capsys)
+    assert_check_passes(lesson02.causal_padding_mask, solutions["my_causal_padding_mask"], capsys)
 
 
 def _real(lengths, size):
@@ -291,31 +268,31 @@ def _past(size, device):
 def test_causal_padding_mask_checker_explains_mistakes(solutions, capsys):
     right = solutions["my_causal_padding_mask"]
     exercise = lesson02.causal_padding_mask
-    _fails(exercise, lambda lengths, size: ~right(lengths, size), capsys, "inverted")
-    _fails(exercise, lambda lengths, size: right(lengths, size).int(), capsys, "must be boolean")
-    _fails(exercise, lambda lengths, size: _real(lengths, size), capsys, "shape (3, 5)", "(B, L, L)")
-    _fails(exercise,
+    assert_check_fails(exercise, lambda lengths, size: ~right(lengths, size), capsys, "inverted")
+    assert_check_fails(exercise, lambda lengths, size: right(lengths, size).int(), capsys, "must be boolean")
+    assert_check_fails(exercise, lambda lengths, size: _real(lengths, size), capsys, "shape (3, 5)", "(B, L, L)")
+    assert_check_fails(exercise,
            lambda lengths, size: _real(lengths, size)[:, None, :].expand(-1, size, -1), capsys, "not the future")
-    _fails(exercise,
+    assert_check_fails(exercise,
            lambda lengths, size: _past(size, lengths.device).expand(len(lengths), -1, -1), capsys,
            "ignores the lengths")
-    _fails(exercise,
+    assert_check_fails(exercise,
            lambda lengths, size: _past(size, lengths.device).T[None] & _real(lengths, size)[:, None, :], capsys,
            "future instead of the past")
-    _fails(exercise,
+    assert_check_fails(exercise,
            lambda lengths, size: right(lengths, size) & _real(lengths, size)[:, :, None], capsys,
            "hides the padded queries")
-    _fails(exercise,  # padding on the rows only: with causality, the same mask as above
+    assert_check_fails(exercise,  # padding on the rows only: with causality, the same mask as above
            lambda lengths, size: _past(size, lengths.device)[None] & _real(lengths, size)[:, :, None], capsys,
            "hides the padded queries", "last dimension")
-    _fails(exercise, lambda lengths, size: right(torch.tensor([5, 3, 1], device=lengths.device), 5), capsys,
+    assert_check_fails(exercise, lambda lengths, size: right(torch.tensor([5, 3, 1], device=lengths.device), 5), capsys,
            "fixed sizes")
 
 
 @pytest.mark.parametrize("name", ["softmax", "masked_softmax", "attention", "causal_padding_mask"])
 @pytest.mark.parametrize("answer", ["a string", 42, [1.0, 2.0], torch.zeros(3, dtype=torch.long), torch.zeros(2, 2)])
 def test_checkers_explain_odd_answers_without_crashing(name, answer, capsys):
-    out = _fails(getattr(lesson02, name), lambda *args, **kwargs: answer, capsys)
+    out = assert_check_fails(getattr(lesson02, name), lambda *args, **kwargs: answer, capsys)
     assert "could not be checked" not in out, out
 
 
@@ -330,10 +307,10 @@ def test_checkers_add_tips_to_classic_exceptions(capsys):
     def full_transpose(q, k, v, mask=None):
         return attnlib.masked_softmax(q @ k.permute(*range(k.dim() - 1, -1, -1)) / math.sqrt(q.shape[-1]), mask) @ v
 
-    _fails(lesson02.softmax, no_keepdim, capsys, "raised an exception", "Tip:", "keepdim=True")
-    _fails(lesson02.masked_softmax, ignores_none, capsys, "my_masked_softmax(scores, None)", "Tip:",
+    assert_check_fails(lesson02.softmax, no_keepdim, capsys, "raised an exception", "Tip:", "keepdim=True")
+    assert_check_fails(lesson02.masked_softmax, ignores_none, capsys, "my_masked_softmax(scores, None)", "Tip:",
            "if mask is not None")
-    _fails(lesson02.attention, full_transpose, capsys, "raised an exception", "Tip:", "k.transpose(-2, -1)")
+    assert_check_fails(lesson02.attention, full_transpose, capsys, "raised an exception", "Tip:", "k.transpose(-2, -1)")
 
 
 def test_hints_run_in_order_and_repeat_the_last(capsys):

@@ -2,14 +2,13 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson03
-from tests.notebook_tools import MASTERS, load_derivations, read
+from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
 
 NOTEBOOK = "03_queries_keys_values.ipynb"
 
@@ -21,29 +20,7 @@ def derived():
 
 @pytest.fixture(scope="module")
 def solutions():
-    """The master's exercise solutions in one namespace."""
-    namespace = {"torch": torch, "np": np, "math": math, "F": F}
-    for cell in read(MASTERS / NOTEBOOK).cells:
-        grading = cell.metadata.get("nbgrader", {})
-        if grading.get("solution"):
-            exec(compile(cell.source, f"{NOTEBOOK}:{grading['grade_id']}", "exec"), namespace)
-    return namespace
-
-
-def _passes(exercise, fn, capsys):
-    exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ Exercise {exercise.number}"), out
-
-
-def _fails(exercise, fn, capsys, *fragments):
-    with pytest.raises(AssertionError):
-        exercise.check(fn)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✗ Exercise {exercise.number}"), out
-    for fragment in fragments:
-        assert fragment in out, f"{fragment!r} not in:\n{out}"
-    return out
+    return exercise_solutions(NOTEBOOK)
 
 
 # ----- the derivation agrees with attnlib.QKVProjection ---------------------------------
@@ -88,8 +65,8 @@ def test_derived_projection_learns_like_the_module(derived):
 
 # ----- Exercise 3.1: soft lookup --------------------------------------------------------
 def test_soft_lookup_checker_accepts_the_solution(solutions, capsys):
-    _passes(lesson03.soft_lookup, solutions["soft_lookup"], capsys)
-    _passes(lesson03.soft_lookup,
+    assert_check_passes(lesson03.soft_lookup, solutions["soft_lookup"], capsys)
+    assert_check_passes(lesson03.soft_lookup,
             lambda q, k, v, t: attnlib.scaled_dot_product_attention(q, k, v, scale=1 / t), capsys)
 
 
@@ -126,15 +103,15 @@ def test_soft_lookup_checker_explains_mistakes(capsys):
         e = torch.exp(q @ k.transpose(-2, -1) / t)
         return e / e.sum(dim=-1, keepdim=True) @ v
 
-    _fails(check, no_temperature, capsys, "ignores the temperature")
-    _fails(check, times_temperature, capsys, "multiplies the scores by the temperature")
-    _fails(check, sqrt_d, capsys, "scales the scores by 1/√d")
-    _fails(check, over_queries, capsys, "normalises the weights over the queries")
-    _fails(check, raw_scores, capsys, "uses the raw scores as weights")
-    _fails(check, weights_only, capsys, "those are the weights")
-    _fails(check, both, capsys, "returned a tuple of 2 items")
-    _fails(check, plain_transpose, capsys, "for a batch", "raised an exception", "keys.transpose(-2, -1)")
-    _fails(check, unstable, capsys, "NaN or inf when the scores are huge", "torch.softmax")
+    assert_check_fails(check, no_temperature, capsys, "ignores the temperature")
+    assert_check_fails(check, times_temperature, capsys, "multiplies the scores by the temperature")
+    assert_check_fails(check, sqrt_d, capsys, "scales the scores by 1/√d")
+    assert_check_fails(check, over_queries, capsys, "normalises the weights over the queries")
+    assert_check_fails(check, raw_scores, capsys, "uses the raw scores as weights")
+    assert_check_fails(check, weights_only, capsys, "those are the weights")
+    assert_check_fails(check, both, capsys, "returned a tuple of 2 items")
+    assert_check_fails(check, plain_transpose, capsys, "for a batch", "raised an exception", "keys.transpose(-2, -1)")
+    assert_check_fails(check, unstable, capsys, "NaN or inf when the scores are huge", "torch.softmax")
 
 
 def test_soft_lookup_checker_handles_broken_code(capsys):
@@ -147,15 +124,15 @@ def test_soft_lookup_checker_handles_broken_code(capsys):
     def numpy_answer(q, k, v, t):
         return (torch.softmax(q @ k.transpose(-2, -1) / t, dim=-1) @ v).numpy()
 
-    _fails(lesson03.soft_lookup, not_attempted, capsys, "not attempted yet")
-    _fails(lesson03.soft_lookup, forgot_return, capsys, "is None", "return")
-    _fails(lesson03.soft_lookup, numpy_answer, capsys, "numpy array")
-    _fails(lesson03.soft_lookup, "soft_lookup", capsys, "expected a function")
+    assert_check_fails(lesson03.soft_lookup, not_attempted, capsys, "not attempted yet")
+    assert_check_fails(lesson03.soft_lookup, forgot_return, capsys, "is None", "return")
+    assert_check_fails(lesson03.soft_lookup, numpy_answer, capsys, "numpy array")
+    assert_check_fails(lesson03.soft_lookup, "soft_lookup", capsys, "expected a function")
 
 
 # ----- Exercise 3.2: split_qkv ----------------------------------------------------------
 def test_split_qkv_checker_accepts_the_solution(solutions, capsys):
-    _passes(lesson03.split_qkv, solutions["split_qkv"], capsys)
+    assert_check_passes(lesson03.split_qkv, solutions["split_qkv"], capsys)
 
 
 def test_split_qkv_checker_explains_mistakes(capsys):
@@ -187,27 +164,27 @@ def test_split_qkv_checker_explains_mistakes(capsys):
         p = x @ w.T
         return p[..., :d_k], p[..., d_k : 2 * d_k], p[..., 2 * d_k :]
 
-    _fails(check, swapped, capsys, "q and k are swapped")
-    _fails(check, v_too_narrow, capsys, "the last d_k columns", "after the first 2·d_k")
-    _fails(check, one_tensor, capsys, "returned one tensor of shape (5, 10)")
-    _fails(check, two_items, capsys, "returned a tuple of 2 items")
-    _fails(check, first_dimension_slicing, capsys, "for a batch x (2, 7, 6)", "[..., :d_k]")
-    _fails(check, forgot_return, capsys, "returned None")
-    _fails(check, transposed, capsys, "raised an exception")
+    assert_check_fails(check, swapped, capsys, "q and k are swapped")
+    assert_check_fails(check, v_too_narrow, capsys, "the last d_k columns", "after the first 2·d_k")
+    assert_check_fails(check, one_tensor, capsys, "returned one tensor of shape (5, 10)")
+    assert_check_fails(check, two_items, capsys, "returned a tuple of 2 items")
+    assert_check_fails(check, first_dimension_slicing, capsys, "for a batch x (2, 7, 6)", "[..., :d_k]")
+    assert_check_fails(check, forgot_return, capsys, "returned None")
+    assert_check_fails(check, transposed, capsys, "raised an exception")
 
 
 # ----- Exercise 3.3: recall accuracy ----------------------------------------------------
 def test_recall_accuracy_checker_accepts_the_solution(solutions, capsys):
-    _passes(lesson03.recall_accuracy, solutions["recall_accuracy"], capsys)
-    _passes(lesson03.recall_accuracy, lambda logits, t: (logits.argmax(-1) == t).float().mean(), capsys)  # 0-d tensor
+    assert_check_passes(lesson03.recall_accuracy, solutions["recall_accuracy"], capsys)
+    assert_check_passes(lesson03.recall_accuracy, lambda logits, t: (logits.argmax(-1) == t).float().mean(), capsys)  # 0-d tensor
 
 
 def test_recall_accuracy_checker_explains_mistakes(capsys):
     check = lesson03.recall_accuracy
-    _fails(check, lambda logits, t: 100 * (logits.argmax(-1) == t).float().mean().item(), capsys, "a percentage")
-    _fails(check, lambda logits, t: (logits.argmax(-1) == t).sum().item(), capsys, "the number of right answers")
-    _fails(check, lambda logits, t: (logits.argmax(-1) == t).float(), capsys, "one entry per example")
-    _fails(check, lambda logits, t: (logits.argmax(0) == t).float().mean().item(), capsys, "raised an exception")
-    _fails(check, lambda logits, t: (logits.argmin(-1) == t).float().mean().item(), capsys, "off by")
-    _fails(check, lambda logits, t: None, capsys, "is None")
-    _fails(check, lambda logits, t: "62.5%", capsys, "a str; a number was expected")
+    assert_check_fails(check, lambda logits, t: 100 * (logits.argmax(-1) == t).float().mean().item(), capsys, "a percentage")
+    assert_check_fails(check, lambda logits, t: (logits.argmax(-1) == t).sum().item(), capsys, "the number of right answers")
+    assert_check_fails(check, lambda logits, t: (logits.argmax(-1) == t).float(), capsys, "one entry per example")
+    assert_check_fails(check, lambda logits, t: (logits.argmax(0) == t).float().mean().item(), capsys, "raised an exception")
+    assert_check_fails(check, lambda logits, t: (logits.argmin(-1) == t).float().mean().item(), capsys, "off by")
+    assert_check_fails(check, lambda logits, t: None, capsys, "is None")
+    assert_check_fails(check, lambda logits, t: "62.5%", capsys, "a str; a number was expected")

@@ -158,6 +158,29 @@ class Trial:
             raise Failure(message)
 
 
+def comparable(got, expected: torch.Tensor) -> bool:
+    """True when ``got`` is a finite float tensor shaped and placed like ``expected``.
+
+    With :func:`close`, this lets a checker recognise a *specific* mistake (the
+    answer equals what a known wrong formula gives) before the generic comparison
+    explains the error. Neither ever raises on a learner's odd result.
+    """
+    return (
+        isinstance(got, torch.Tensor)
+        and got.is_floating_point()
+        and tuple(got.shape) == tuple(expected.shape)
+        and got.device == expected.device
+        and bool(torch.isfinite(got.detach()).all())
+    )
+
+
+def close(got: torch.Tensor, reference: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """``got`` matches ``reference`` (same shape assumed), compared in float64 on the CPU."""
+    a = got.detach().double().cpu()
+    b = reference.detach().double().cpu()
+    return bool(torch.isfinite(b).all()) and torch.allclose(a, b, atol=atol, rtol=rtol)
+
+
 @dataclass
 class Exercise:
     """One exercise: its number, title, the test it must pass, and hints in order."""

@@ -13,28 +13,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._core import Exercise, Failure, Trial
+from ._core import Exercise, Failure, Trial, close, comparable
 
 
 # ----- small helpers (never raise on a learner's odd result) ----------------------------
-def _comparable(got, expected: torch.Tensor) -> bool:
-    """True when ``got`` is a finite float tensor shaped and placed like ``expected``."""
-    return (
-        isinstance(got, torch.Tensor)
-        and got.is_floating_point()
-        and tuple(got.shape) == tuple(expected.shape)
-        and got.device == expected.device
-        and bool(torch.isfinite(got.detach()).all())
-    )
-
-
-def _close(got: torch.Tensor, reference: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """``got`` matches ``reference`` (same shape assumed), compared in float64 on the CPU."""
-    a = got.detach().double().cpu()
-    b = reference.detach().double().cpu()
-    return bool(torch.isfinite(b).all()) and torch.allclose(a, b, atol=atol, rtol=rtol)
-
-
 def _has_nan(got) -> bool:
     return isinstance(got, torch.Tensor) and got.is_floating_point() and bool(torch.isnan(got.detach()).any())
 
@@ -84,14 +66,14 @@ def _test_softmax(t: Trial, softmax) -> None:
     got = _call(t, softmax, x, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
     expected = torch.softmax(x, dim=-1)  # (4, 7)
     what = "my_softmax(x) for x of shape (4, 7)"
-    if _comparable(got, expected) and not _close(got, expected):
-        if _close(got, torch.softmax(x, dim=0)):
+    if comparable(got, expected) and not close(got, expected):
+        if close(got, torch.softmax(x, dim=0)):
             t.expect(False, f"{what} normalises down the columns (dim=0). Softmax works along the last "
                      "dimension: each row of scores becomes one row of weights. Use dim=-1 in max and sum.")
-        if _close(got, torch.exp(x)) or _close(got, torch.exp(x - x.amax(dim=-1, keepdim=True))):
+        if close(got, torch.exp(x)) or close(got, torch.exp(x - x.amax(dim=-1, keepdim=True))):
             t.expect(False, f"{what} returns exponentials that are not normalised: divide each row by "
                      "its sum (`.sum(dim=-1, keepdim=True)`) so that it adds up to one.")
-        if _close(got, torch.softmax(x.flatten(), dim=0).reshape(x.shape)):
+        if close(got, torch.softmax(x.flatten(), dim=0).reshape(x.shape)):
             t.expect(False, f"{what} normalises over the whole tensor, so only the grand total is one. "
                      "Sum along the last dimension only, with keepdim=True.")
         sums = got.detach().sum(dim=-1)  # (4,)
@@ -157,15 +139,15 @@ def _test_masked_softmax(t: Trial, masked_softmax) -> None:
     what = "my_masked_softmax(scores, mask) for scores and mask of shape (2, 3, 5)"
     got = _call(t, masked_softmax, scores, mask, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
     expected = _reference_masked_softmax(scores, mask)  # (2, 3, 5)
-    if _comparable(got, expected) and not _close(got, expected):
-        if _close(got, _reference_masked_softmax(scores, ~mask)):
+    if comparable(got, expected) and not close(got, expected):
+        if close(got, _reference_masked_softmax(scores, ~mask)):
             t.expect(False, f"{what} keeps the positions where the mask is False. In this course (and in "
                      "torch's scaled_dot_product_attention) True means 'may attend': hide where mask is False, "
                      "e.g. scores.masked_fill(~mask, float('-inf')).")
-        if _close(got, torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1)):
+        if close(got, torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1)):
             t.expect(False, f"{what} sets masked scores to 0, but exp(0) = 1, so masked positions still get "
                      "weight. Set them to -inf instead: exp(-inf) = 0.")
-        if _close(got, torch.softmax(scores, dim=-1) * mask):
+        if close(got, torch.softmax(scores, dim=-1) * mask):
             t.expect(False, f"{what} zeroes the masked weights after the softmax, so the rows no longer sum "
                      "to one. Hide the scores before the softmax (fill them with -inf), so the remaining "
                      "weights share all the probability.")
@@ -185,7 +167,7 @@ def _test_masked_softmax(t: Trial, masked_softmax) -> None:
     huge[..., 3:] = 1e4  # the masked positions hold the largest scores by far
     got = _call(t, masked_softmax, huge, padding, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
     expected = _reference_masked_softmax(huge, padding)  # (2, 3, 5)
-    if _has_nan(got) or (_comparable(got, expected) and float(got.detach().sum()) < 0.5):
+    if _has_nan(got) or (comparable(got, expected) and float(got.detach().sum()) < 0.5):
         t.expect(False, "my_masked_softmax fails when the masked positions hold the largest scores (here 1e4): "
                  "the allowed weights vanish. Take the maximum after masking, i.e. fill with -inf first, "
                  "then subtract the maximum of what is left.")
@@ -256,7 +238,7 @@ def _test_attention(t: Trial, attention) -> None:
         t.expect(False, f"{what} returned a tuple of {len(got)} items; return only the output tensor "
                  "(B, H, Lq, d_v), not the weights.")
     expected = F.scaled_dot_product_attention(q, k, v)  # (2, 3, 4, 5)
-    if _comparable(got, expected) and not _close(got, expected, atol=1e-4):
+    if comparable(got, expected) and not close(got, expected, atol=1e-4):
         mistakes = (
             (1.0, "forgot the scale: the scores must be divided by √d_k (here √8) before the softmax, "
                   "otherwise their variance grows with d_k and the softmax saturates"),
@@ -266,9 +248,9 @@ def _test_attention(t: Trial, attention) -> None:
                                  "the queries and keys, d_k = q.shape[-1] = 8"),
         )
         for scale, message in mistakes:
-            if _close(got, _attention_variant(q, k, v, scale=scale), atol=1e-4):
+            if close(got, _attention_variant(q, k, v, scale=scale), atol=1e-4):
                 t.expect(False, f"{what} {message}.")
-        if _close(got, _attention_variant(q, k, v, dim=-2), atol=1e-4):
+        if close(got, _attention_variant(q, k, v, dim=-2), atol=1e-4):
             t.expect(False, f"{what} takes the softmax over the queries (dim=-2). Each query's weights over "
                      "the keys must sum to one: softmax over the last dimension (dim=-1).")
     t.expect_tensor(got, expected, what, atol=1e-4)
@@ -278,10 +260,10 @@ def _test_attention(t: Trial, attention) -> None:
     what = "my_attention(q, k, v, mask) with a padding mask of shape (2, 1, 1, 6)"
     got = _call(t, attention, q, k, v, padding, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=padding)  # (2, 3, 4, 5)
-    if _comparable(got, expected) and not _close(got, expected, atol=1e-4):
-        if _close(got, _attention_variant(q, k, v), atol=1e-4):
+    if comparable(got, expected) and not close(got, expected, atol=1e-4):
+        if close(got, _attention_variant(q, k, v), atol=1e-4):
             t.expect(False, f"{what} ignores the mask: pass it on to the softmax (masked positions get -inf).")
-        if _close(got, _attention_variant(q, k, v, mask=~padding), atol=1e-4):
+        if close(got, _attention_variant(q, k, v, mask=~padding), atol=1e-4):
             t.expect(False, f"{what} attends to the positions where the mask is False. True means "
                      "'may attend': hide the positions where the mask is False.")
     t.expect_tensor(got, expected, what, atol=1e-4)
@@ -292,11 +274,11 @@ def _test_attention(t: Trial, attention) -> None:
     what = "my_attention(x, x, v, causal_mask) with x (1, 6, 8) and a causal mask (6, 6)"
     got = _call(t, attention, x, x, values, causal, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
     expected = F.scaled_dot_product_attention(x, x, values, is_causal=True)  # (1, 6, 3)
-    if _comparable(got, expected):
+    if comparable(got, expected):
         changed = values.clone()  # (1, 6, 3)
         changed[:, 4:] += 10.0  # only the values at positions 4 and 5 change
         again = _call(t, attention, x, x, changed, causal, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
-        if _comparable(again, expected):
+        if comparable(again, expected):
             shift = (again.detach() - got.detach())[:, :4].abs().max().item()
             t.expect(shift < 1e-4,
                      f"{what}: changing only the values at positions 4 and 5 changed the outputs at positions "

@@ -12,28 +12,10 @@ import math
 
 import torch
 
-from ._core import Exercise, Trial
+from ._core import Exercise, Trial, close, comparable
 
 
 # ----- small helpers (never raise on a learner's odd result) ----------------------------
-def _comparable(got, expected: torch.Tensor) -> bool:
-    """True when ``got`` is a finite float tensor shaped and placed like ``expected``."""
-    return (
-        isinstance(got, torch.Tensor)
-        and got.is_floating_point()
-        and tuple(got.shape) == tuple(expected.shape)
-        and got.device == expected.device
-        and bool(torch.isfinite(got.detach()).all())
-    )
-
-
-def _close(got: torch.Tensor, reference: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """``got`` matches ``reference`` (same shape assumed), compared in float64 on the CPU."""
-    a = got.detach().double().cpu()
-    b = reference.detach().double().cpu()
-    return bool(torch.isfinite(b).all()) and torch.allclose(a, b, atol=atol, rtol=rtol)
-
-
 def _lookup(queries, keys, values, scale):
     """softmax(queries keysᵀ · scale) values, the reference soft lookup."""
     scores = queries @ keys.transpose(-2, -1) * scale  # (..., Lq, Lk)
@@ -55,7 +37,7 @@ def _test_soft_lookup(t: Trial, soft_lookup) -> None:
                  "weighted sum of the values, weights @ values, of shape (Lq, d_v) = (3, 2).")
     if isinstance(got, tuple):
         t.expect(False, f"{what} returned a tuple of {len(got)} items; return only the output tensor (Lq, d_v).")
-    if _comparable(got, expected) and not _close(got, expected):
+    if comparable(got, expected) and not close(got, expected):
         mistakes = [
             (_lookup(queries, keys, values, 1.0), "ignores the temperature: divide the scores by it "
              "(a temperature of 0.25 makes every score 4 times larger) before the softmax."),
@@ -71,7 +53,7 @@ def _test_soft_lookup(t: Trial, soft_lookup) -> None:
              "weights with a softmax over the keys first."),
         ]
         for mistake, message in mistakes:
-            t.expect(not _close(got, mistake), f"{what} {message}")
+            t.expect(not close(got, mistake), f"{what} {message}")
     t.expect_tensor(got, expected, what)
 
     queries = t.randn(2, 3, 4)  # (B, Lq, d)
@@ -130,10 +112,10 @@ def _test_split_qkv(t: Trial, split_qkv) -> None:
         kind = f"a {type(got).__name__}" + (f" of {len(got)} items" if isinstance(got, (tuple, list)) else "")
         t.expect(False, f"{what} returned {kind}; return the three tensors q, k, v as a tuple.")
     got_q, got_k, got_v = got
-    if _comparable(got_q, k) and _close(got_q, k) and _comparable(got_k, q) and _close(got_k, q):
+    if comparable(got_q, k) and close(got_q, k) and comparable(got_k, q) and close(got_k, q):
         t.expect(False, f"{what}: q and k are swapped. The first d_k columns of x @ W_qkv are the queries, "
                  "the next d_k the keys.")
-    if isinstance(got_v, torch.Tensor) and tuple(got_v.shape) == (5, d_k) and _close(got_v, projected[:, -d_k:]):
+    if isinstance(got_v, torch.Tensor) and tuple(got_v.shape) == (5, d_k) and close(got_v, projected[:, -d_k:]):
         t.expect(False, f"{what}: v has shape {tuple(got_v.shape)}, the last d_k columns; values may be wider "
                  f"than d_k. v is everything after the first 2·d_k columns, here {d_v} of them.")
     t.expect_tensor(got_q, q, f"q from {what}")
