@@ -4,9 +4,11 @@ Each lesson derives one idea from scratch and then imports it from here, so late
 lessons build on tested code. Everything runs on cuda, mps or cpu.
 """
 
+from .additive_attention import AdditiveAttention
 from .attention import causal_mask, scaled_dot_product_attention
 from .device import describe_environment, get_device, seed_everything
 from .qkv import QKVProjection
+from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from . import data, train, viz
@@ -14,7 +16,9 @@ from . import data, train, viz
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdditiveAttention",
     "QKVProjection",
+    "Seq2Seq",
     "causal_mask",
     "cosine_similarity",
     "data",

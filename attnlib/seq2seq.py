@@ -1,0 +1,277 @@
+"""An RNN encoder–decoder (seq2seq), with or without attention (lesson 04).
+
+The encoder, a GRU, reads the source left to right and leaves one state per token,
+``h_j``. The decoder, a GRU cell, writes the target one token at a time. At every step
+it reads a *context vector* ``c_t`` along with the previous token:
+
+* ``attention="none"``: ``c_t`` is always the same vector, the encoder's final state
+  (after the last real token). The whole source must squeeze through it: the bottleneck.
+* ``attention="additive"``: ``c_t`` is a weighted average of all the ``h_j``, the
+  weights chosen afresh at each step by Bahdanau's score vᵀ tanh(W_q s + W_k h_j)
+  between the decoder's previous state ``s`` and each ``h_j`` (:class:`AdditiveAttention`).
+* ``attention="dot"``: the same, scored by the scaled dot product of the projections
+  W_q s and W_k h_j (:class:`DotProductAttention`), as a Transformer scores queries
+  against keys.
+
+Everything else is identical in the three models, so comparing them is fair: the two
+attentive models differ only in their scoring function (additive has ``v`` on top of the
+same W_q and W_k), and the model without attention lacks only the scorer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ._validate import require_tensor
+from .additive_attention import AdditiveAttention, check_query_and_keys
+from .attention import scaled_dot_product_attention
+from .data import BOS, EOS, PAD
+
+ATTENTION_KINDS = ("none", "additive", "dot")
+
+
+class DotProductAttention(nn.Module):
+    """One query attends over keys with the scaled dot product of learned projections.
+
+    ``DotProductAttention(query_dim, key_dim, hidden_dim)`` scores key j by
+    ``(W_q q) · (W_k k_j) / √hidden_dim``: lesson 02's scaled dot-product attention on
+    lesson 03's projected queries and keys. Same interface and the same W_q and W_k as
+    :class:`AdditiveAttention` (it lacks only ``v``): ``forward(query (B, Dq),
+    keys (B, S, Dk), mask (B, S) or None) -> (context (B, Dk), weights (B, S))``, the
+    context being the weighted sum of the (unprojected) keys.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int):
+        super().__init__()
+        for name, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
+        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W_q
+        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # W_k
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """W_k k_j for every key: (B, S, Dk) -> (B, S, A); compute once, reuse at every step."""
+        return self.key_proj(keys)  # (B, S, A)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        projected_keys: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context (B, Dk) and weights (B, S) of ``query`` (B, Dq) over ``keys`` (B, S, Dk)."""
+        check_query_and_keys(self, query, keys, mask, projected_keys)
+        if projected_keys is None:
+            projected_keys = self.project_keys(keys)  # (B, S, A)
+        projected_query = self.query_proj(query)[:, None, :]  # (B, 1, A)
+        if mask is not None:
+            mask = torch.broadcast_to(mask, keys.shape[:2])[:, None, :]  # (B, 1, S)
+        values = keys.to(projected_query.dtype)  # (B, S, Dk); under autocast the projections may be bf16/fp16
+        context, weights = scaled_dot_product_attention(
+            projected_query, projected_keys, values, mask, scale=1.0 / math.sqrt(self.hidden_dim), return_weights=True
+        )  # (B, 1, Dk), (B, 1, S)
+        return context[:, 0], weights[:, 0]  # (B, Dk), (B, S)
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
+
+
+@dataclass
+class EncoderMemory:
+    """What the decoder may read about one batch of sources.
+
+    * ``states`` (B, S, H): one encoder state per source position (zeros at padding);
+    * ``mask`` (B, S) bool: True = real token;
+    * ``summary`` (B, H): the encoder's final state, the only thing a decoder without
+      attention ever sees;
+    * ``projected`` (B, S, A) or None: W_k h_j, computed once per batch rather than
+      once per decoder step (None without attention).
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    summary: torch.Tensor
+    projected: torch.Tensor | None = None
+
+
+class Seq2Seq(nn.Module):
+    """GRU encoder–decoder whose decoder uses no attention, additive or dot-product attention.
+
+    ``Seq2Seq(vocab_size, embed_dim=..., hidden_dim=..., attention="none" | "additive" | "dot")``;
+    ``attention_dim`` is the size of the scorers' projections (default ``hidden_dim``).
+    Its parts: ``source_embedding``, ``encoder`` (nn.GRU), ``target_embedding``,
+    ``decoder`` (nn.GRUCell, reading [previous token; context]), ``output`` (nn.Linear,
+    reading [decoder state; context]) and, with attention, ``scorer``.
+
+    * ``forward(source (B, S), source_mask (B, S), target_input (B, T)) -> logits (B, T, V)``
+      with teacher forcing: step t reads the true previous token ``target_input[:, t]``.
+    * ``greedy_decode(source, source_mask, max_length) -> (tokens (B, L), weights (B, L, S) or None)``
+      feeds back its own most likely token.
+
+    Source rows are real tokens followed by padding (``source_mask`` True = real token);
+    padding never changes the outputs at real positions.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        embed_dim: int,
+        hidden_dim: int,
+        attention: str = "additive",
+        attention_dim: int | None = None,
+    ):
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_dim", hidden_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if vocab_size <= max(PAD, BOS, EOS):
+            raise ValueError(f"vocab_size must be larger than the special tokens PAD, BOS, EOS; got {vocab_size}")
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+        if attention_dim is not None and (
+            isinstance(attention_dim, bool) or not isinstance(attention_dim, int) or attention_dim < 1
+        ):
+            raise ValueError(f"attention_dim must be a positive int or None, got {attention_dim!r}")
+        self.vocab_size, self.hidden_dim, self.attention = vocab_size, hidden_dim, attention
+
+        self.source_embedding = nn.Embedding(vocab_size, embed_dim)
+        self.encoder = nn.GRU(embed_dim, hidden_dim, batch_first=True)
+        self.target_embedding = nn.Embedding(vocab_size, embed_dim)
+        self.decoder = nn.GRUCell(embed_dim + hidden_dim, hidden_dim)  # reads [previous token; context]
+        self.output = nn.Linear(2 * hidden_dim, vocab_size)  # reads [decoder state; context]
+        if attention == "additive":
+            self.scorer = AdditiveAttention(hidden_dim, hidden_dim, attention_dim or hidden_dim)
+        elif attention == "dot":
+            self.scorer = DotProductAttention(hidden_dim, hidden_dim, attention_dim or hidden_dim)
+
+    # ----- the three parts ------------------------------------------------------------
+    def encode(self, source: torch.Tensor, source_mask: torch.Tensor) -> EncoderMemory:
+        """Read a padded source (B, S): encoder states (B, S, H) and final state (B, H).
+
+        The sequences are packed, so the GRU stops at each row's last real token: the
+        final state is taken there, and padding never leaks into any state.
+        """
+        lengths = source_mask.sum(dim=1).cpu()  # (B,)
+        embedded = self.source_embedding(source)  # (B, S, E)
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        packed_states, final = self.encoder(packed)  # final: (1, B, H)
+        states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=source.shape[1])  # (B, S, H)
+        projected = self.scorer.project_keys(states) if self.attention != "none" else None  # (B, S, A)
+        return EncoderMemory(states, source_mask, final[0], projected)
+
+    def context(self, state: torch.Tensor, memory: EncoderMemory) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The context (B, H) for the decoder's ``state`` (B, H), and the attention weights (B, S) or None."""
+        if self.attention == "none":
+            return memory.summary, None  # (B, H): the same scrap of paper at every step
+        return self.scorer(state, memory.states, memory.mask, projected_keys=memory.projected)  # (B, H), (B, S)
+
+    def step(
+        self, token: torch.Tensor, state: torch.Tensor, memory: EncoderMemory
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One decoder step: previous token (B,), state (B, H) -> logits (B, V), new state (B, H), weights."""
+        context, weights = self.context(state, memory)  # (B, H), (B, S) or None
+        embedded = self.target_embedding(token)  # (B, E)
+        state = self.decoder(torch.cat([embedded, context], dim=-1), state)  # (B, E + H) -> (B, H)
+        logits = self.output(torch.cat([state, context], dim=-1))  # (B, 2H) -> (B, V)
+        return logits, state, weights
+
+    # ----- training and inference -----------------------------------------------------
+    def forward(self, source: torch.Tensor, source_mask: torch.Tensor, target_input: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V): step t sees ``target_input[:, :t + 1]`` and the source."""
+        self._check_source(source, source_mask)
+        _check_tokens(target_input, "target_input", "(B, T)", self.vocab_size)
+        if target_input.shape[0] != source.shape[0]:
+            raise ValueError(
+                f"source (B, S) and target_input (B, T) must have the same batch size: "
+                f"got {tuple(source.shape)} and {tuple(target_input.shape)}"
+            )
+        if target_input.device != source.device:
+            raise ValueError(f"source is on {source.device} but target_input is on {target_input.device}")
+        memory = self.encode(source, source_mask)
+        state = memory.summary  # (B, H): the decoder starts from the encoder's final state
+        all_logits = []
+        for t in range(target_input.shape[1]):
+            logits, state, _ = self.step(target_input[:, t], state, memory)  # (B, V), (B, H)
+            all_logits.append(logits)
+        return torch.stack(all_logits, dim=1)  # (B, T, V)
+
+    @torch.no_grad()
+    def greedy_decode(
+        self, source: torch.Tensor, source_mask: torch.Tensor, max_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decode by always feeding back the most likely next token.
+
+        Returns ``tokens`` (B, L) and the attention ``weights`` (B, L, S) (None without
+        attention), with L ≤ ``max_length``: decoding stops once every row has produced
+        EOS. A row's tokens end with its EOS and are PAD after it (weights zero there).
+        """
+        self._check_source(source, source_mask)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        memory = self.encode(source, source_mask)
+        state = memory.summary  # (B, H)
+        token = torch.full((source.shape[0],), BOS, dtype=torch.long, device=source.device)  # (B,)
+        finished = torch.zeros(source.shape[0], dtype=torch.bool, device=source.device)  # (B,)
+        tokens, weights = [], []
+        for _ in range(max_length):
+            logits, state, step_weights = self.step(token, state, memory)  # (B, V), (B, H), (B, S)
+            token = logits.argmax(dim=-1).masked_fill(finished, PAD)  # (B,)
+            tokens.append(token)
+            if step_weights is not None:
+                weights.append(step_weights.float().masked_fill(finished[:, None], 0.0))  # (B, S)
+            finished = finished | (token == EOS)  # (B,)
+            if bool(finished.all()):
+                break
+        tokens = torch.stack(tokens, dim=1)  # (B, L)
+        return tokens, (torch.stack(weights, dim=1) if weights else None)  # (B, L, S)
+
+    def extra_repr(self) -> str:
+        return f"attention={self.attention!r}"
+
+    # ----- input checks ---------------------------------------------------------------
+    def _check_source(self, source, source_mask) -> None:
+        _check_tokens(source, "source", "(B, S)", self.vocab_size)
+        require_tensor(source_mask, "source_mask")
+        if source_mask.dtype != torch.bool:
+            raise TypeError(f"source_mask must be a boolean tensor (True = real token), got dtype {source_mask.dtype}")
+        if source_mask.shape != source.shape:
+            raise ValueError(
+                f"source_mask must have the shape of source (B, S) = {tuple(source.shape)}, "
+                f"got {tuple(source_mask.shape)}"
+            )
+        if source_mask.device != source.device:
+            raise ValueError(f"source is on {source.device} but source_mask is on {source_mask.device}")
+        lengths = source_mask.sum(dim=1)  # (B,)
+        if source.shape[0] == 0 or source.shape[1] == 0 or bool((lengths == 0).any()):
+            raise ValueError(
+                f"every source row needs at least one real token (a True in source_mask); got source of "
+                f"shape {tuple(source.shape)} with {int((lengths == 0).sum())} empty row(s)"
+            )
+        positions = torch.arange(source.shape[1], device=source.device)  # (S,)
+        if not torch.equal(source_mask, positions[None, :] < lengths[:, None]):
+            raise ValueError(
+                "source_mask must be True for the real tokens at the start of each row and False for the "
+                "padding after them (right padding), e.g. [True, True, False]"
+            )
+
+
+def _check_tokens(tokens, name: str, layout: str, vocab_size: int) -> None:
+    require_tensor(tokens, name)
+    if tokens.dtype != torch.long:
+        raise TypeError(f"{name} must hold token ids as a torch.long tensor, got dtype {tokens.dtype}")
+    if tokens.dim() != 2:
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}], "
+            f"but the vocabulary has ids 0..{vocab_size - 1}"
+        )
