@@ -141,6 +141,15 @@ def test_each_lesson_points_to_the_next(name):
         assert f"({nxt[0]})" in last.source, f"{name} should link to {nxt[0]}"
 
 
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
+def test_links_to_notebooks_resolve(path):
+    for cell in read(path).cells:
+        if cell.cell_type == "markdown":
+            for target in re.findall(r"\]\(([^)\s]+\.ipynb)\)", cell.source):
+                if "://" not in target:
+                    assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+
+
 def test_masters_drop_into_nbgrader_unchanged(tmp_path):
     """nbgrader itself releases the masters: its own metadata checks pass and solutions are stubbed."""
     source = tmp_path / "source" / "attention"
