@@ -21,7 +21,35 @@ from ._validate import check_mask, require_float, require_tensor
 from .softmax import masked_softmax
 
 
-class AdditiveAttention(nn.Module):
+class QueryKeyProjections(nn.Module):
+    """The learned W_q and W_k that both scorers of one query over many keys start from.
+
+    :class:`AdditiveAttention` adds vᵀ on top; ``attnlib.seq2seq.DotProductAttention``
+    uses them as they are. Keeping them in one place keeps the two comparable.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int):
+        super().__init__()
+        for name, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
+        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W_q
+        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # W_k
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """W_k k_j for every key: (B, S, Dk) -> (B, S, A).
+
+        A decoder attends to the same keys at every step; it can compute this once and
+        pass it to ``forward`` as ``projected_keys`` instead of repeating it each step.
+        """
+        return self.key_proj(keys)  # (B, S, A)
+
+    def extra_repr(self) -> str:
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
+
+
+class AdditiveAttention(QueryKeyProjections):
     """One query attends over a sequence of keys with Bahdanau's additive score.
 
     ``AdditiveAttention(query_dim, key_dim, hidden_dim)`` holds three learned pieces,
@@ -38,22 +66,8 @@ class AdditiveAttention(nn.Module):
     """
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int):
-        super().__init__()
-        for name, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
-        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W_q
-        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # W_k
+        super().__init__(query_dim, key_dim, hidden_dim)  # W_q, W_k
         self.score = nn.Linear(hidden_dim, 1, bias=False)  # vᵀ
-
-    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """W_k k_j for every key: (B, S, Dk) -> (B, S, A).
-
-        A decoder attends to the same keys at every step; it can compute this once and
-        pass it to ``forward`` as ``projected_keys`` instead of repeating it each step.
-        """
-        return self.key_proj(keys)  # (B, S, A)
 
     def scores(
         self, query: torch.Tensor, keys: torch.Tensor, projected_keys: torch.Tensor | None = None
@@ -82,10 +96,6 @@ class AdditiveAttention(nn.Module):
         weights = masked_softmax(scores, mask)  # (B, S), rows sum to 1 over allowed keys
         context = (weights[:, :, None] * keys).sum(dim=1)  # (B, S, 1) * (B, S, Dk) -> (B, Dk)
         return context, weights
-
-    def extra_repr(self) -> str:
-        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
-
 
 def check_query_and_keys(module: nn.Module, query, keys, mask, projected_keys) -> None:
     """Input checks shared by the attention modules of one query over a sequence of keys.

@@ -28,14 +28,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._validate import require_tensor
-from .additive_attention import AdditiveAttention, check_query_and_keys
+from .additive_attention import AdditiveAttention, QueryKeyProjections, check_query_and_keys
 from .attention import scaled_dot_product_attention
 from .data import BOS, EOS, PAD
 
 ATTENTION_KINDS = ("none", "additive", "dot")
 
 
-class DotProductAttention(nn.Module):
+class DotProductAttention(QueryKeyProjections):
     """One query attends over keys with the scaled dot product of learned projections.
 
     ``DotProductAttention(query_dim, key_dim, hidden_dim)`` scores key j by
@@ -45,19 +45,6 @@ class DotProductAttention(nn.Module):
     keys (B, S, Dk), mask (B, S) or None) -> (context (B, Dk), weights (B, S))``, the
     context being the weighted sum of the (unprojected) keys.
     """
-
-    def __init__(self, query_dim: int, key_dim: int, hidden_dim: int):
-        super().__init__()
-        for name, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
-        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W_q
-        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False)  # W_k
-
-    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        """W_k k_j for every key: (B, S, Dk) -> (B, S, A); compute once, reuse at every step."""
-        return self.key_proj(keys)  # (B, S, A)
 
     def forward(
         self,
@@ -79,9 +66,6 @@ class DotProductAttention(nn.Module):
             projected_query, projected_keys, values, mask, scale=1.0 / math.sqrt(self.hidden_dim), return_weights=True
         )  # (B, 1, Dk), (B, 1, S)
         return context[:, 0], weights[:, 0]  # (B, Dk), (B, S)
-
-    def extra_repr(self) -> str:
-        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
 
 
 @dataclass
