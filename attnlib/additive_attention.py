@@ -97,6 +97,7 @@ class AdditiveAttention(QueryKeyProjections):
         context = (weights[:, :, None] * keys).sum(dim=1)  # (B, S, 1) * (B, S, Dk) -> (B, Dk)
         return context, weights
 
+
 def check_query_and_keys(module: nn.Module, query, keys, mask, projected_keys) -> None:
     """Input checks shared by the attention modules of one query over a sequence of keys.
 
