@@ -28,8 +28,8 @@ def load_derivations(name: str) -> dict:
     """Run the cells tagged ``derivation`` of master notebook ``name``; return their namespace.
 
     A lesson marks the cells that define its from-scratch functions with the tag
-    ``derivation``. Those cells must only define things (no training, no plots), so a
-    unit test can run them and compare each function with attnlib's version.
+    ``derivation``. Those cells must only define things (no training, no plots; they may use torch, np, math, F, nn and
+    attnlib), so a unit test can run them and compare each function with attnlib's version.
     """
     import numpy as np
     import torch
@@ -39,7 +39,9 @@ def load_derivations(name: str) -> dict:
     cells = [c for c in nb.cells if c.cell_type == "code" and "derivation" in c.metadata.get("tags", [])]
     if not cells:
         raise AssertionError(f"{name} has no cell tagged 'derivation'")
-    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn}
+    import attnlib
+
+    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn, "attnlib": attnlib}
     for cell in cells:
         exec(compile(cell.source, f"{name}:derivation", "exec"), namespace)
     return namespace
@@ -55,7 +57,9 @@ def exercise_solutions(name: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn}
+    import attnlib
+
+    namespace = {"torch": torch, "np": np, "math": math, "F": F, "nn": torch.nn, "attnlib": attnlib}
     for cell in read(MASTERS / name).cells:
         grading = cell.metadata.get("nbgrader", {})
         if grading.get("solution"):

@@ -273,7 +273,7 @@ def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
 
 def test_the_last_hints_are_working_solutions():
     """The final hint of each exercise, run as code, passes the checker."""
-    namespace = {"torch": torch, "np": np}
+    namespace = {"torch": torch, "np": np, "attnlib": attnlib}
     for exercise, signature in (
         (lesson04.additive_scores, "def f(queries, keys, W_q, W_k, v):"),
         (lesson04.attend, "def f(scores, keys, mask):"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._core import Exercise, Failure, Trial
+from ..softmax import masked_softmax
 
 
 # ----- 4.1 additive scores -----------------------------------------------------------------
@@ -84,8 +85,7 @@ additive_scores = Exercise(
 
 # ----- 4.2 attend: masked softmax and context ---------------------------------------------
 def _reference_attend(scores, keys, mask):
-    masked = scores.masked_fill(~mask[:, None, :], float("-inf"))  # (B, T, S)
-    weights = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # (B, T, S); an all-masked row is 0
+    weights = masked_softmax(scores, mask[:, None, :])  # (B, T, S); an all-masked row is 0
     return weights @ keys, weights  # (B, T, Dk), (B, T, S)
 
 
@@ -170,10 +170,9 @@ attend = Exercise(
         "Two steps: weights = softmax of the scores over the keys (the last axis), with masked keys forced "
         "to weight zero; then context = weights @ keys, (B, T, S) @ (B, S, Dk) -> (B, T, Dk).",
         "The mask is (B, S) but the scores are (B, T, S): `mask[:, None, :]` is (B, 1, S) and broadcasts over "
-        "the queries. `scores.masked_fill(~mask[:, None, :], float('-inf'))` gives masked keys weight "
-        "exp(-inf) = 0. A row that is entirely -inf gives NaN (0/0): replace it with zeros (torch.nan_to_num).",
-        "masked = scores.masked_fill(~mask[:, None, :], float('-inf'))  # (B, T, S)\n"
-        "weights = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # (B, T, S)\n"
+        "the queries. Lesson 02's `attnlib.masked_softmax(scores, mask)` gives masked keys weight exactly 0 "
+        "and a row with nothing to attend to all zeros (no NaN), and it subtracts the row maximum first.",
+        "weights = attnlib.masked_softmax(scores, mask[:, None, :])  # (B, T, S)\n"
         "return weights @ keys, weights  # (B, T, Dk), (B, T, S)",
     ],
     success="padding gets exactly zero weight, empty rows give zeros, huge scores stay finite.",
