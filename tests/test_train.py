@@ -148,8 +148,8 @@ def test_fit_with_bf16_autocast_on_cpu():
 
 
 def test_auto_precision_is_none_on_cpu():
-    assert train._resolve_precision("auto", torch.device("cpu")) == "none"
-    assert train._resolve_precision("none", torch.device("cpu")) == "none"
+    assert train.loop._resolve_precision("auto", torch.device("cpu")) == "none"
+    assert train.loop._resolve_precision("none", torch.device("cpu")) == "none"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,47 @@
+"""The course's data, generated rather than downloaded (lessons 03 onwards).
+
+Attention is easiest to study on tasks whose right answer we know exactly. One module
+per family of tasks:
+
+* :mod:`~attnlib.data.examples`: token ids (``PAD``, ``BOS``, ``EOS``), ``Example``,
+  ``SequenceDataset``, ``split_dataset``, readable token names;
+* :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
+* :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop.
+
+Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
+"""
+
+from .batching import Batch, batches, collate, epochs
+from .examples import (
+    BOS,
+    EOS,
+    NUM_SPECIAL,
+    PAD,
+    SPECIAL_NAMES,
+    Example,
+    SequenceDataset,
+    split_dataset,
+    to_text,
+    token_names,
+)
+from .sequences import associative_recall_task, copy_task, reverse_task
+
+__all__ = [
+    "BOS",
+    "Batch",
+    "EOS",
+    "Example",
+    "NUM_SPECIAL",
+    "PAD",
+    "SPECIAL_NAMES",
+    "SequenceDataset",
+    "associative_recall_task",
+    "batches",
+    "collate",
+    "copy_task",
+    "epochs",
+    "reverse_task",
+    "split_dataset",
+    "to_text",
+    "token_names",
+]
