@@ -75,13 +75,21 @@ def assert_check_passes(exercise, fn, capsys) -> None:
 
 
 def assert_check_fails(exercise, fn, capsys, *fragments: str) -> str:
-    """The checker rejects ``fn`` with an AssertionError, printing every one of ``fragments``."""
+    """The checker rejects ``fn`` with an AssertionError whose message holds every one of ``fragments``.
+
+    The message is shown once: nothing is printed, and a notebook displays the
+    exception's text (wrapped) in place of a traceback.
+    """
     import pytest
 
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as caught:
         exercise.check(fn)
     out = capsys.readouterr().out
-    assert out.startswith(f"✗ Exercise {exercise.number}"), out
+    assert out == "", f"a failing check must print nothing (the message is the exception's): {out!r}"
+    message = str(caught.value)
+    shown = "\n".join(caught.value._render_traceback_())  # the same text, wrapped at 100 columns
+    assert " ".join(shown.split()) == " ".join(message.split())
+    assert message.startswith(f"✗ Exercise {exercise.number}"), message
     for fragment in fragments:
-        assert fragment in out, f"{fragment!r} not in:\n{out}"
-    return out
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+    return message

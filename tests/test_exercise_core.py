@@ -19,11 +19,14 @@ EXERCISE = Exercise("9.9", "square", square, hints=["first", "second"], success=
 
 
 def verdict(fn, capsys):
+    """The failure message: raised once, printed nowhere, and shown alone in place of a traceback."""
     with pytest.raises(AssertionError) as info:
         EXERCISE.check(fn)
-    printed = capsys.readouterr().out
-    assert str(info.value) in printed  # the message is printed, then raised
-    return printed
+    assert capsys.readouterr().out == ""  # shown once: as the exception, not printed as well
+    shown = info.value._render_traceback_()  # what a notebook shows: the message alone, no frames or paths
+    assert all(len(line) <= 100 for line in shown if not line.startswith(" ")), shown
+    assert " ".join("\n".join(shown).split()) == " ".join(str(info.value).split())
+    return str(info.value)
 
 
 def test_success_prints_one_line(capsys):
@@ -129,3 +132,41 @@ def test_lesson00_typical_mistakes(capsys):
         lesson00.vector_length.check(lambda x: (x ** 2).sum(dim=-1))
     with pytest.raises(AssertionError, match="returns NaN when x holds a zero vector"):
         lesson00.unit_vectors.check(lambda x: x / torch.sqrt((x ** 2).sum(-1, keepdim=True)))
+
+
+def test_checks_run_on_the_cpu_whatever_device_the_lesson_uses(monkeypatch, capsys):
+    """A GPU grader and a laptop give the same grade: the trial's inputs are always on the CPU."""
+    monkeypatch.setenv("ATTNLIB_DEVICE", "cuda")  # what a lesson would pick on a GPU machine
+    seen = []
+
+    def test(t, fn):
+        seen.append(t.device)
+        x = t.randn(3)
+        t.expect_tensor(t.call(fn, x), x + 1, "plus_one(x)")
+
+    Exercise("9.3", "plus one", test, hints=["h"]).check(lambda x: x + torch.ones(3))  # no device= needed
+    assert seen == [torch.device("cpu")] and capsys.readouterr().out.startswith("✓")
+
+
+def test_an_earlier_exercise_cannot_cost_a_later_one_its_points(capsys):
+    """A later answer that calls an earlier (wrong) answer is checked with a correct one in its place."""
+
+    def test(t, fn):
+        x = t.randn(3)
+        t.expect_tensor(t.call(fn, x), 2 * x**2, "twice_square(x)")
+
+    later = Exercise("9.4", "twice a square", test, hints=["h"], uses={"my_square": lambda x: x**2})
+    notebook = {}
+    exec("def my_square(x):\n    return x ** 3  # the earlier exercise, wrong\n\n"
+         "def twice_square(x):\n    return 2 * my_square(x)  # this exercise, right\n", notebook)
+    later.check(notebook["twice_square"])
+    out = capsys.readouterr().out
+    assert out.startswith("✓ Exercise 9.4") and "my_square" in out, out
+    assert notebook["my_square"](torch.tensor(2.0)) == 8  # the learner's own namespace is untouched
+
+    exec("def twice_square(x):\n    return 3 * my_square(x)  # this exercise, wrong\n", notebook)
+    with pytest.raises(AssertionError, match="wrong values"):
+        later.check(notebook["twice_square"])
+    exec("def twice_square(x):\n    return x * x * 2  # needs no helper: nothing is swapped\n", notebook)
+    later.check(notebook["twice_square"])
+    assert "standing in" not in capsys.readouterr().out

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson01
+from attnlib.exercises._core import wrap
 from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
 
 NOTEBOOK = "01_dot_products.ipynb"
@@ -221,5 +222,5 @@ def test_every_exercise_has_two_to_four_hints_given_in_order(exercise, capsys):
         second = capsys.readouterr().out
     finally:
         exercise._hints_given = 0
-    assert f"Hint 1/{len(exercise.hints)} for Exercise {exercise.number}" in first and exercise.hints[0] in first
-    assert f"Hint 2/{len(exercise.hints)}" in second and exercise.hints[1] in second
+    assert f"Hint 1/{len(exercise.hints)} for Exercise {exercise.number}" in first and wrap(exercise.hints[0]) in first
+    assert f"Hint 2/{len(exercise.hints)}" in second and wrap(exercise.hints[1]) in second

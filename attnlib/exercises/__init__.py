@@ -4,6 +4,6 @@ Each module holds :class:`Exercise` objects; a notebook's check cell calls
 ``lesson02.softmax.check(my_softmax)`` and its hint cell ``lesson02.softmax.hint()``.
 """
 
-from ._core import Exercise, Failure, Trial
+from ._core import CheckFailed, Exercise, Failure, Trial
 
-__all__ = ["Exercise", "Failure", "Trial"]
+__all__ = ["CheckFailed", "Exercise", "Failure", "Trial"]

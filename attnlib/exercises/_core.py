@@ -5,15 +5,19 @@ A lesson's exercises live in ``attnlib/exercises/lessonNN.py``. Each is an
 function. The trial calls the learner's code safely and compares results; the first
 problem found becomes a :class:`Failure` with a message written for the learner.
 
-``Exercise.check`` turns a failure into a printed message followed by an
-``AssertionError`` (so nbgrader and nbval both see it), and success into one line.
-It never lets the learner's bug crash the checker itself.
+``Exercise.check`` turns a failure into a :class:`CheckFailed` (an ``AssertionError``,
+so nbgrader and nbval both see it) whose message is shown once, and success into one
+printed line. It never lets the learner's bug crash the checker itself. Checks run on
+the CPU with a fixed seed, whatever device the lesson uses, so a grade never depends on
+the grader's hardware.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import traceback
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -181,9 +185,28 @@ def close(got: torch.Tensor, reference: torch.Tensor, atol: float = 1e-5, rtol: 
     return bool(torch.isfinite(b).all()) and torch.allclose(a, b, atol=atol, rtol=rtol)
 
 
+class CheckFailed(AssertionError):
+    """A check's verdict on a wrong answer: the explanation, shown once and nothing else.
+
+    IPython shows ``_render_traceback_()`` in place of a traceback, so the learner (and an
+    nbgrader feedback page) reads the message once, without the checker's own frames or
+    the file paths of the machine that ran it. Elsewhere it is a plain AssertionError,
+    which nbgrader and nbval both count as a failed cell.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return wrap(str(self)).splitlines()
+
+
 @dataclass
 class Exercise:
-    """One exercise: its number, title, the test it must pass, and hints in order."""
+    """One exercise: its number, title, the test it must pass, and hints in order.
+
+    ``uses`` maps the names of earlier exercises' functions that a learner's answer may
+    call (e.g. ``{"my_masked_softmax": attnlib.masked_softmax}``) to correct versions.
+    The check runs the learner's function with those names bound to the correct
+    versions, so a mistake in an earlier exercise never costs this one its points.
+    """
 
     number: str
     title: str
@@ -191,32 +214,35 @@ class Exercise:
     hints: list[str]
     success: str = "well done."
     seed: int = 0
+    uses: dict[str, Callable] = field(default_factory=dict)
     _hints_given: int = field(default=0, repr=False)
 
     def check(self, fn) -> None:
-        """Run the learner's ``fn`` through the test; print the verdict.
+        """Run the learner's ``fn`` through the test, on the CPU with a fixed seed.
 
-        Success prints one line. Failure prints what is wrong and raises AssertionError.
+        Success prints one line. Failure raises :class:`CheckFailed` (an AssertionError)
+        whose message says what is wrong; the grade never depends on the machine.
         """
+        __tracebackhide__ = True  # pytest and IPython: not the learner's frame
         name = f"Exercise {self.number} ({self.title})"
+        stand_ins = []
         try:
             if not callable(fn):
                 raise Failure(f"expected a function, got a {type(fn).__name__}.")
-            from ..device import get_device
-
-            self.test(Trial(self, self.seed, get_device()), fn)
+            fn, stand_ins = self._with_correct_helpers(fn)
+            self.test(Trial(self, self.seed, "cpu"), fn)
         except Failure as failure:
-            message = f"✗ {name}: {failure}\n  Stuck? Run the hint cell below."
+            message = f"✗ {name}: {failure}\nStuck? Run the hint cell below."
         except Exception as error:  # the learner's result broke the checker itself
-            message = (
-                f"✗ {name}: your answer could not be checked; using it raised\n"
-                f"{_describe_exception(error)}"
-            )
+            message = f"✗ {name}: your answer could not be checked; using it raised\n{_describe_exception(error)}"
         else:
-            print(f"✓ {name}: {self.success}")
+            note = ""
+            if stand_ins:
+                note = (f" (Checked with correct versions of {', '.join(stand_ins)} standing in for yours, "
+                        "so an earlier exercise cannot cost this one its points.)")
+            print(wrap(f"✓ {name}: {self.success}{note}"))
             return
-        print(message)
-        raise AssertionError(message)
+        raise CheckFailed(message) from None
 
     def hint(self) -> None:
         """Print the next hint; after the last one, repeat it."""
@@ -224,7 +250,45 @@ class Exercise:
         last = index == len(self.hints) - 1
         self._hints_given += 1
         suffix = " (that is the last hint)" if last else " (run again for another)"
-        print(f"Hint {index + 1}/{len(self.hints)} for Exercise {self.number}{suffix}:\n{self.hints[index]}")
+        print(f"Hint {index + 1}/{len(self.hints)} for Exercise {self.number}{suffix}:\n{wrap(self.hints[index])}")
+
+    def _with_correct_helpers(self, fn) -> tuple[Callable, list[str]]:
+        """``fn`` with the earlier exercises' functions it calls replaced by correct ones."""
+        if not self.uses or not isinstance(fn, types.FunctionType):
+            return fn, []
+        called = _global_names(fn.__code__)
+        swapped = {name: helper for name, helper in self.uses.items() if name in called}
+        if not swapped:
+            return fn, []
+        namespace = {**fn.__globals__, **swapped}
+        clone = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+        clone.__kwdefaults__ = fn.__kwdefaults__
+        return clone, sorted(swapped)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Every global name a function's code (and the code nested in it) may look up."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def wrap(text: str, width: int = 100) -> str:
+    """Wrap the prose lines of ``text`` at ``width`` columns, between words.
+
+    Lines that look like code (indented, or carrying a ``  #`` comment) stay as they are,
+    so hints that end with a key line of code keep it intact.
+    """
+    lines = []
+    for line in text.splitlines():
+        if len(line) <= width or line.startswith((" ", "\t")) or "  # " in line:
+            lines.append(line)
+            continue
+        lines.extend(textwrap.wrap(line, width, break_long_words=False,
+                                   break_on_hyphens=False))
+    return "\n".join(lines)
 
 
 def _describe_exception(error: BaseException) -> str:
