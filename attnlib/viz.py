@@ -20,12 +20,18 @@ def plot_attention(
     ylabel: str = "query (attending)",
     cmap: str = "viridis",
     colorbar: bool = True,
+    vmax: float | None = 1.0,
 ):
     """Draw attention weights ``(Lq, Lk)`` as a heatmap: row i shows where query i looks.
 
     ``weights`` is a tensor or array of shape ``(Lq, Lk)`` (a leading dimension of size
     one is squeezed away). Labels, when given, name the rows (queries) and columns
     (keys). Returns the matplotlib ``Axes`` so callers can add to it.
+
+    The colour scale is fixed from 0 to ``vmax`` = 1 by default, the range of any
+    attention weight, so that panels side by side compare: an untrained model's spread-out
+    weights look faint next to a trained model's sharp ones. Pass ``vmax=None`` to scale
+    to the largest weight shown instead (for scores or other quantities).
     """
     if isinstance(weights, torch.Tensor):
         weights = weights.detach().float().cpu().numpy()
@@ -41,7 +47,8 @@ def plot_attention(
 
     if ax is None:
         _, ax = plt.subplots(figsize=(1.0 + 0.45 * max(lk, 4), 0.8 + 0.45 * max(lq, 4)))
-    image = ax.imshow(array, cmap=cmap, vmin=0.0, vmax=max(1e-9, float(array.max())), aspect="auto")
+    top = max(1e-9, float(array.max())) if vmax is None else vmax
+    image = ax.imshow(array, cmap=cmap, vmin=0.0, vmax=top, aspect="auto")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -28,3 +28,13 @@ def test_heatmap_rejects_bad_shapes_and_labels():
     with pytest.raises(ValueError, match="key_labels has 2 entries but the weights have 4"):
         plot_attention(torch.rand(3, 4), key_labels=["a", "b"])
     plt.close("all")
+
+
+def test_colour_scale_is_fixed_from_zero_to_one_so_panels_compare():
+    faint = torch.full((3, 3), 1 / 3)  # an untrained model: spread-out weights
+    ax = plot_attention(faint)
+    assert ax.images[0].get_clim() == (0.0, 1.0)  # not stretched to look as bright as a one-hot row
+    assert ax.figure.axes[-1].get_ylabel() == "weight"  # with a colour bar
+    ax = plot_attention(faint, vmax=None)
+    assert ax.images[0].get_clim() == (0.0, pytest.approx(1 / 3))
+    plt.close("all")
