@@ -69,16 +69,22 @@ def scaled_dot_product_attention(
     scores_shape = (*batch, lq, lk)
     if mask is not None:
         check_mask(mask, scores_shape, query.device)
-        mask = torch.broadcast_to(mask, scores_shape)  # (..., Lq, Lk)
-    if causal:
-        future_hidden = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril()  # (Lq, Lk)
-        mask = future_hidden if mask is None else mask & future_hidden  # (..., Lq, Lk)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
 
     if return_weights or lk == 0:
+        if causal:
+            mask = _with_causal(mask, lq, lk, query.device)  # (..., Lq, Lk)
+        if mask is not None:
+            mask = torch.broadcast_to(mask, scores_shape)  # (..., Lq, Lk)
         return _readable_attention(query, key, value, mask, scale, dropout_p, return_weights)
-    return _fused_attention(query, key, value, mask, scale, dropout_p, batch)
+    return _fused_attention(query, key, value, mask, causal, scale, dropout_p, batch)
+
+
+def _with_causal(mask, lq: int, lk: int, device) -> torch.Tensor:
+    """``mask`` (or nothing) combined with "query i sees keys j ≤ i": (..., Lq, Lk)."""
+    future_hidden = torch.ones(lq, lk, dtype=torch.bool, device=device).tril()  # (Lq, Lk)
+    return future_hidden if mask is None else mask & future_hidden  # (..., Lq, Lk)
 
 
 def _readable_attention(query, key, value, mask, scale, dropout_p, return_weights):
@@ -94,18 +100,30 @@ def _readable_attention(query, key, value, mask, scale, dropout_p, return_weight
     return (output, weights) if return_weights else output
 
 
-def _fused_attention(query, key, value, mask, scale, dropout_p, batch):
-    """torch's fused kernel, with rows that may attend to nothing set to zero."""
-    q = query.expand(*batch, *query.shape[-2:])  # (..., Lq, d_k)
-    k = key.expand(*batch, *key.shape[-2:])  # (..., Lk, d_k)
-    v = value.expand(*batch, *value.shape[-2:])  # (..., Lk, d_v)
+def _fused_attention(query, key, value, mask, causal, scale, dropout_p, batch):
+    """torch's fused kernel, doing no more work around it than the mask requires.
+
+    * No mask: the kernel as it is; with ``causal`` it skips the future itself
+      (``is_causal=True``, top-left aligned like ours), and every query sees key 0.
+    * A mask: the kernel gives NaN for a query that may attend to nothing, so such rows
+      are found on the mask as given, before broadcasting: for a key-padding mask
+      ``(B, 1, 1, Lk)`` that is B numbers. On a CPU, when there are none (the usual
+      case), nothing else is done; otherwise those rows attend everywhere (keeping the
+      kernel finite) and their output is set to zero.
+    """
+    q = query if query.shape[:-2] == batch else query.expand(*batch, *query.shape[-2:])  # (..., Lq, d_k)
+    k = key if key.shape[:-2] == batch else key.expand(*batch, *key.shape[-2:])  # (..., Lk, d_k)
+    v = value if value.shape[:-2] == batch else value.expand(*batch, *value.shape[-2:])  # (..., Lk, d_v)
     if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
-    sees_something = mask.any(dim=-1, keepdim=True)  # (..., Lq, 1)
-    # Let empty rows attend everywhere (keeps every kernel finite), then zero them.
-    safe_mask = mask | ~sees_something  # (..., Lq, Lk)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
+    if causal:
+        mask = _with_causal(mask, query.shape[-2], key.shape[-2], query.device)  # (..., Lq, Lk)
+    sees_something = mask.any(dim=-1, keepdim=True)  # (..., Lq or 1, 1), on the mask's own shape
+    if query.device.type == "cpu" and bool(sees_something.all()):  # nothing to mend (no GPU sync on CPU)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    safe_mask = mask | ~sees_something  # (..., Lq or 1, Lk): empty rows attend everywhere
     output = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout_p, scale=scale)
-    return output.masked_fill(~sees_something, 0.0)  # (..., Lq, d_v)
+    return output.masked_fill(~sees_something, 0.0)  # (..., Lq, d_v): and then get zeros
 
 
 def _check_inputs(query, key, value, causal, scale, dropout_p):

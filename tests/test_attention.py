@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import attnlib
-from attnlib.attention import _fused_attention, _readable_attention
+from attnlib.attention import _fused_attention, _readable_attention, _with_causal
 
 
 def qkv(*batch, lq=5, lk=7, d_k=8, d_v=6, dtype=torch.float32, seed=0):
@@ -139,17 +139,33 @@ def test_half_precision_matches_float32_reference(dtype):
     torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=2e-2)
 
 
+def _masks():
+    """Masks of several shapes, (B, 1, Lq, Lk) random, with an empty row, and key padding."""
+    random = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1)) > 0.3  # (B, 1, Lq, Lk)
+    empty_row = random.clone()
+    empty_row[1, 0, 3] = False  # query 3 of sequence 1 may attend to nothing
+    padding = (torch.arange(6)[None, :] < torch.tensor([6, 2])[:, None])[:, None, None, :]  # (B, 1, 1, Lk)
+    left_padding = ~padding  # with causal=True, query 0 of sequence 0 sees nothing at all
+    left_padding[1] = True
+    return {"none": None, "random": random, "empty_row": empty_row, "padding": padding, "left_padding": left_padding}
+
+
 @pytest.mark.parametrize("causal", [False, True])
-def test_readable_and_fused_paths_agree(causal):
+@pytest.mark.parametrize("kind", list(_masks()))
+def test_readable_and_fused_paths_agree(causal, kind):
+    """The fused path (no weights asked for) equals the readable one, empty rows included."""
     q, k, v = qkv(2, 3, lq=6, lk=6)
-    mask = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1)) > 0.3  # (B, 1, Lq, Lk)
-    full = mask & torch.ones(6, 6, dtype=torch.bool).tril() if causal else mask
-    full = torch.broadcast_to(full, (2, 3, 6, 6))
+    mask = _masks()[kind]
+    full = _with_causal(mask, 6, 6, q.device) if causal else mask
+    full = None if full is None else torch.broadcast_to(full, (2, 3, 6, 6))
     readable = _readable_attention(q, k, v, full, 1 / math.sqrt(8), 0.0, False)
-    fused = _fused_attention(q, k, v, full, 1 / math.sqrt(8), 0.0, (2, 3))
+    fused = _fused_attention(q, k, v, mask, causal, 1 / math.sqrt(8), 0.0, (2, 3))
     torch.testing.assert_close(readable, fused)
+    assert torch.isfinite(fused).all()
     via_public = attnlib.scaled_dot_product_attention(q, k, v, mask, causal=causal)
+    with_weights, _ = attnlib.scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
     torch.testing.assert_close(via_public, fused)
+    torch.testing.assert_close(with_weights, fused)
 
 
 def test_gradients_match_torch():
