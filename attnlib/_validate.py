@@ -57,3 +57,11 @@ def check_mask(mask, target_shape: tuple[int, ...], device: torch.device) -> tor
     if mask.device != device:
         raise ValueError(f"mask is on {mask.device} but the scores are on {device}")
     return mask
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """True inside ``torch.autocast`` for this device (where mixed dtypes are expected)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # an older torch without the device argument: do not block
+        return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import require_float, require_min_dims, require_tensor
+from ._validate import autocast_enabled, require_float, require_min_dims, require_tensor
 from .attention import scaled_dot_product_attention
 
 
@@ -106,16 +106,8 @@ class QKVProjection(nn.Module):
                 f"{name} must have shape {layout} with d_model={self.d_model} as its last dimension, "
                 f"got shape {tuple(x.shape)}"
             )
-        if x.dtype != self.w_q.weight.dtype and not _autocast_enabled(x.device.type):
+        if x.dtype != self.w_q.weight.dtype and not autocast_enabled(x.device.type):
             raise TypeError(
                 f"{name} has dtype {x.dtype} but the projection's weights are {self.w_q.weight.dtype}; "
                 f"convert one of them (e.g. x.to({self.w_q.weight.dtype}))"
             )
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    """True inside ``torch.autocast`` for this device (where mixed dtypes are expected)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # an older torch without the device argument: do not block
-        return True
