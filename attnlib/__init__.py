@@ -7,6 +7,9 @@ lessons build on tested code. Everything runs on cuda, mps or cpu.
 from .additive_attention import AdditiveAttention
 from .attention import causal_mask, scaled_dot_product_attention
 from .device import describe_environment, get_device, seed_everything
+from .layers import DecoderLayer, EncoderLayer
+from .multi_head import MultiHeadAttention
+from .positions import sinusoidal_positional_encoding
 from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
@@ -17,6 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdditiveAttention",
+    "DecoderLayer",
+    "EncoderLayer",
+    "MultiHeadAttention",
     "QKVProjection",
     "Seq2Seq",
     "causal_mask",
@@ -28,6 +34,7 @@ __all__ = [
     "masked_softmax",
     "scaled_dot_product_attention",
     "seed_everything",
+    "sinusoidal_positional_encoding",
     "train",
     "viz",
 ]
