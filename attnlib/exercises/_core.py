@@ -15,6 +15,7 @@ the grader's hardware.
 from __future__ import annotations
 
 import math
+import sys
 import textwrap
 import traceback
 import types
@@ -229,8 +230,13 @@ class Exercise:
         try:
             if not callable(fn):
                 raise Failure(f"expected a function, got a {type(fn).__name__}.")
+            _require_untouched(_PRISTINE, "before this check ran")
+            before = _watched_state()
             fn, stand_ins = self._with_correct_helpers(fn)
-            self.test(Trial(self, self.seed, "cpu"), fn)
+            try:
+                self.test(Trial(self, self.seed, "cpu"), fn)
+            finally:
+                _require_untouched(before, "while this check ran your code")
         except Failure as failure:
             message = f"✗ {name}: {failure}\nStuck? Run the hint cell below."
         except Exception as error:  # the learner's result broke the checker itself
@@ -264,6 +270,58 @@ class Exercise:
         clone = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
         clone.__kwdefaults__ = fn.__kwdefaults__
         return clone, sorted(swapped)
+
+
+# Built-ins that Jupyter kernels rebind by themselves, e.g. ipykernel's ``input`` for every cell.
+_REBOUND_BY_KERNELS = {"input", "raw_input", "help", "exit", "quit", "display", "get_ipython"}
+# What checkers compute and compare with. (Not all of torch: torch rewraps some of its own
+# functions when parts of it load lazily, e.g. torch.manual_seed once the optimiser runs.)
+_TORCH_FUNCTIONS = ("allclose", "equal", "isfinite", "isnan", "softmax", "where", "zeros_like", "ones_like", "full_like",
+                    "randn", "rand", "randint", "tensor", "arange", "ones", "zeros", "stack", "cat", "broadcast_to")
+_TENSOR_METHODS = ("detach", "double", "float", "cpu", "to", "clone", "abs", "all", "any", "max", "min", "sum", "mean",
+                   "argmax", "item", "tolist", "numel", "nonzero", "clamp_min", "is_floating_point", "masked_fill",
+                   "transpose", "reshape", "view", "__sub__", "__eq__", "__ne__", "__lt__", "__gt__", "__bool__",
+                   "__float__", "__len__", "__getitem__", "__matmul__", "__mul__", "__truediv__", "shape", "dtype",
+                   "device")
+
+
+def _watched_state() -> dict:
+    """What a check relies on, by identity: the checkers' own modules and classes, the torch
+    functions and tensor methods they compute with, and Python's built-ins. Code that replaces
+    any of them cannot pass a check."""
+    import builtins
+
+    import torch.nn.functional as F
+
+    state = {}
+    for name, value in vars(builtins).items():
+        if callable(value) and name not in _REBOUND_BY_KERNELS and \
+                (not name.startswith("_") or name in ("__import__", "__build_class__")):
+            state[("builtins", name)] = value
+    for name in _TORCH_FUNCTIONS:
+        state[("torch", name)] = getattr(torch, name)
+    for name in _TENSOR_METHODS:
+        state[("torch.Tensor", name)] = getattr(torch.Tensor, name)
+    state[("torch.testing", "assert_close")] = torch.testing.assert_close
+    state[("torch.nn.functional", "scaled_dot_product_attention")] = F.scaled_dot_product_attention
+    checkers = {name: module for name, module in sys.modules.items() if name.startswith("attnlib.exercises")}
+    owners = {**checkers, "Trial": Trial, "Exercise": Exercise, "Failure": Failure, "CheckFailed": CheckFailed}
+    for where, owner in owners.items():
+        for name, value in vars(owner).items():
+            if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+                state[(where, name)] = value
+    return state
+
+
+def _require_untouched(before: dict, when: str) -> None:
+    """Fail when anything :func:`_watched_state` saw in ``before`` has since been replaced."""
+    now = _watched_state()
+    changed = sorted(f"{where}.{name}" for key in before for where, name in [key]
+                     if key in now and now[key] is not before[key])
+    if changed:
+        raise Failure(f"something replaced {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} "
+                      f"{when}. A check relies on these, so it cannot pass like this; restart the kernel "
+                      "(Kernel → Restart) and run the notebook again without that code.")
 
 
 def _global_names(code: types.CodeType) -> set[str]:
@@ -301,3 +359,6 @@ def _describe_exception(error: BaseException) -> str:
         code = (frame.line or "").strip()
         text += f"\n  at line {frame.lineno} of your cell" + (f": {code}" if code else "")
     return "  " + text.replace("\n", "\n  ")
+
+
+_PRISTINE = _watched_state()  # as the checker module found them when it was first imported

@@ -60,6 +60,11 @@ def _reference_masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch
     return torch.nan_to_num(weights, nan=0.0)  # (..., Lk)
 
 
+def _reference_masked_softmax_or_plain(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A correct exercise 2.2, standing in for the learner's when exercise 2.3 calls it."""
+    return torch.softmax(scores, dim=-1) if mask is None else _reference_masked_softmax(scores, mask)
+
+
 # ----- Exercise 2.1: a numerically stable softmax ---------------------------------------
 def _test_softmax(t: Trial, softmax) -> None:
     x = t.randn(4, 7)  # (4, 7)
@@ -313,6 +318,7 @@ attention = Exercise(
         "return weights @ v  # (..., Lq, d_v)",
     ],
     success="equal to torch's scaled_dot_product_attention, with and without masks; the future stays hidden.",
+    uses={"my_masked_softmax": _reference_masked_softmax_or_plain},
 )
 
 
