@@ -16,7 +16,7 @@ from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from . import data, train, viz
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
 __all__ = [
     "AdditiveAttention",

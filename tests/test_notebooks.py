@@ -4,10 +4,7 @@ nbval runs every notebook (masters and learner versions); these tests check what
 running cannot: that the files are what the generator makes and follow COURSE.md.
 """
 
-import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +60,11 @@ def test_setup_cell_is_identical_everywhere(path):
     assert sum("setup" in c.metadata.get("tags", []) for c in nb.cells) == 1
 
 
-def test_setup_cell_installs_from_the_repository_named_once():
+def test_setup_cell_installs_this_release_from_the_repository_named_once():
     url = build_notebooks.repository_url()
     setup = build_notebooks.setup_source()
-    assert f'%pip install -q "attnlib @ git+{url}.git"' in setup
+    version = build_notebooks._project()["version"]
+    assert f'%pip install -q "attnlib @ git+{url}.git@v{version}"' in setup  # Colab gets the notebooks' release
     assert 'if "google.colab" in sys.modules:' in setup
     assert "-e " not in setup  # not an editable install on Colab
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -76,8 +74,11 @@ def test_setup_cell_installs_from_the_repository_named_once():
                      and url in (ROOT / name).read_text(encoding="utf-8", errors="ignore"))
     assert written == ["pyproject.toml"], f"the repository URL must be set only in pyproject.toml: {written}"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    outside_table = readme.split(build_notebooks.TABLE_START)[0] + readme.split(build_notebooks.TABLE_END)[-1]
-    assert url not in outside_table, "README.md names the repository outside the generated lesson table"
+    for start, end in ((build_notebooks.TABLE_START, build_notebooks.TABLE_END),
+                       (build_notebooks.INSTALL_START, build_notebooks.INSTALL_END)):
+        readme = readme.split(start)[0] + readme.split(end)[-1]
+    assert url not in readme, "README.md names the repository outside its generated blocks"
+    assert f'pip install "attnlib[grading] @ git+{url}.git@v{version}"' in build_notebooks.grading_install_block()
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=ids(ALL_NOTEBOOKS))
@@ -148,24 +149,3 @@ def test_links_to_notebooks_resolve(path):
             for target in re.findall(r"\]\(([^)\s]+\.ipynb)\)", cell.source):
                 if "://" not in target:
                     assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
-
-
-def test_masters_drop_into_nbgrader_unchanged(tmp_path):
-    """nbgrader itself releases the masters: its own metadata checks pass and solutions are stubbed."""
-    source = tmp_path / "source" / "attention"
-    source.mkdir(parents=True)
-    for path in master_paths():
-        shutil.copy(path, source / path.name)
-    (tmp_path / "nbgrader_config.py").write_text('c = get_config()\nc.CourseDirectory.course_id = "attention"\n')
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [str(bin_dir / "nbgrader"), "generate_assignment", "attention", "--force"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    for path in master_paths():
-        released = json.loads((tmp_path / "release" / "attention" / path.name).read_text())
-        sources = ["".join(c["source"]) for c in released["cells"]]
-        assert not any("BEGIN SOLUTION" in s for s in sources)
-        assert any("NotImplementedError" in s for s in sources)

@@ -48,3 +48,10 @@ def test_makefile_installs_torch_first_through_a_variable():
     assert install_torch < install_course
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_version_is_one_number_everywhere():
+    """Notebooks install the release ``v<version>``; attnlib says which one it is."""
+    import attnlib
+
+    assert attnlib.__version__ == pyproject()["project"]["version"]

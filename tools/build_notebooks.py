@@ -6,24 +6,27 @@ this script
 
 1. stamps the shared parts into the master itself: the "Open in Colab" badge (pointing
    at the master) and the setup cell (tagged ``setup``), and strips outputs;
-2. writes the learner notebook ``notebooks/<name>.ipynb``: nbgrader's own
-   ``ClearSolutions`` replaces each solution with a stub that names the exercise, check
-   cells get the ``raises-exception`` tag so "Run all" goes on past an unsolved
-   exercise, outputs are cleared, and the badge points at the learner notebook.
+2. writes the learner notebook ``notebooks/<name>.ipynb`` with
+   ``attnlib.grading.release.learner_version``: each solution becomes a stub that names
+   the exercise, check cells get the ``raises-exception`` tag so "Run all" goes on past an
+   unsolved exercise, outputs are cleared, and the badge points at the learner notebook.
+   nbgrader's ``generate_assignment``, configured by ``attnlib.grading.configure``, runs
+   the same preprocessors, so an instructor's release equals these notebooks.
 
-It also rewrites the lesson table in ``README.md`` (between the ``lessons:start`` and
-``lessons:end`` markers) from the masters' titles, with a badge for each lesson.
+It also rewrites two generated blocks of ``README.md``: the lesson table (between the
+``lessons:start`` and ``lessons:end`` markers), from the masters' titles with a badge for
+each lesson, and the grading install line (between ``install:start`` and ``install:end``).
 
 The repository address comes from ``[project.urls] Repository`` in ``pyproject.toml``,
-the only place it is written. ``--check`` changes nothing and exits 1 if any file
-differs from what would be written (the test suite uses the same functions).
+the only place it is written, and the version from ``[project] version``: Colab and
+graders install exactly that release (the git tag ``v<version>``). ``--check`` changes
+nothing and exits 1 if any file differs from what would be written (the test suite uses
+the same functions).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import re
 import sys
 try:
     import tomllib
@@ -32,7 +35,9 @@ except ModuleNotFoundError:  # Python 3.10
 from pathlib import Path
 
 import nbformat
-from nbgrader.preprocessors import ClearOutput, ClearSolutions
+from nbgrader.preprocessors import ClearOutput
+
+from attnlib.grading.release import BADGE_PATTERN, exercise_label, learner_version  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTERS = ROOT / "notebooks" / "solutions"
@@ -45,7 +50,7 @@ SETUP_TEMPLATE = '''\
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install -q "attnlib @ git+{repository}.git"
+    %pip install -q "{requirement}"
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,20 +62,29 @@ device = attnlib.get_device()
 attnlib.seed_everything(0)
 print(attnlib.describe_environment(device))'''
 
-BADGE_PATTERN = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
-GRADE_ID_PATTERN = re.compile(r"^ex(\d+)_(\d+)_(\w+)$")
+def _project() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]
 
 
 def repository_url() -> str:
     """The course repository's address, read from pyproject.toml."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        url = tomllib.load(f)["project"]["urls"]["Repository"]
-    return url.rstrip("/").removesuffix(".git")
+    return _project()["urls"]["Repository"].rstrip("/").removesuffix(".git")
+
+
+def release_tag() -> str:
+    """The git tag of the release these notebooks belong to: ``v`` + pyproject's version."""
+    return f"v{_project()['version']}"
+
+
+def requirement(extra: str = "") -> str:
+    """The pip requirement for attnlib at this release, e.g. ``attnlib @ git+https://...git@v0.2.0``."""
+    return f"attnlib{extra} @ git+{repository_url()}.git@{release_tag()}"
 
 
 def setup_source() -> str:
     """The exact source of the setup cell every notebook must carry."""
-    return SETUP_TEMPLATE.format(repository=repository_url())
+    return SETUP_TEMPLATE.format(requirement=requirement())
 
 
 def badge(path_in_repo: str) -> str:
@@ -78,28 +92,6 @@ def badge(path_in_repo: str) -> str:
     slug = repository_url().removeprefix("https://github.com/")
     target = f"https://colab.research.google.com/github/{slug}/blob/{BRANCH}/{path_in_repo}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
-
-
-def exercise_label(grade_id: str) -> str:
-    """``ex02_1_softmax`` → ``Exercise 2.1 (softmax)``."""
-    match = GRADE_ID_PATTERN.match(grade_id)
-    if not match:
-        raise ValueError(f"grade_id {grade_id!r} does not follow exLL_N_name (e.g. ex02_1_softmax)")
-    lesson, number, name = match.groups()
-    return f"Exercise {int(lesson)}.{number} ({name.replace('_', ' ')})"
-
-
-class StubSolutions(ClearSolutions):
-    """nbgrader's ClearSolutions, with a stub that names the exercise it belongs to."""
-
-    def preprocess_cell(self, cell, resources, index):
-        grading = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and grading.get("solution"):
-            label = exercise_label(grading["grade_id"])
-            self.code_stub = dict(
-                python=f'# YOUR CODE HERE\nraise NotImplementedError("{label}: replace this line with your solution")'
-            )
-        return super().preprocess_cell(cell, resources, index)
 
 
 def _stamp_shared_cells(nb, path_in_repo: str, name: str) -> None:
@@ -141,19 +133,6 @@ def _require_stub_inside_function(cell, name: str) -> None:
             )
 
 
-def learner_version(master):
-    """The learner notebook made from a (normalized) master notebook."""
-    nb = copy.deepcopy(master)
-    nb, resources = StubSolutions().preprocess(nb, {})
-    for cell in nb.cells:
-        grading = cell.metadata.get("nbgrader", {})
-        if grading.get("grade"):
-            tags = cell.metadata.setdefault("tags", [])
-            if "raises-exception" not in tags:
-                tags.append("raises-exception")
-    return _clear_outputs(nb)
-
-
 def render(nb) -> str:
     """The exact text a notebook is committed as."""
     return nbformat.writes(nb) + "\n"
@@ -167,15 +146,21 @@ def planned_files() -> dict[Path, str]:
         master = normalized_master(path)
         masters[path.name] = master
         files[path] = render(master)
-        learner = learner_version(master)
-        _stamp_shared_cells(learner, f"notebooks/{path.name}", path.name)
-        files[LEARNERS / path.name] = render(learner)
-    files[README] = readme_with_table(README.read_text(encoding="utf-8"), lessons_table(masters))
+        files[LEARNERS / path.name] = render(learner_version(master))
+    readme = readme_with_block(README.read_text(encoding="utf-8"), TABLE_START, TABLE_END, lessons_table(masters))
+    readme = readme_with_block(readme, INSTALL_START, INSTALL_END, grading_install_block())
+    files[README] = readme
     return files
 
 
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
+INSTALL_START, INSTALL_END = "<!-- install:start -->", "<!-- install:end -->"
+
+
+def grading_install_block() -> str:
+    """The README's install line for a grading environment, pinned to this release."""
+    return f'```bash\npip install "{requirement("[grading]")}"\n```'
 
 
 def lesson_title(nb) -> str:
@@ -195,12 +180,12 @@ def lessons_table(masters: dict[str, object]) -> str:
     return "\n".join(rows)
 
 
-def readme_with_table(text: str, table: str) -> str:
-    """``text`` with the block between the lesson-table markers replaced by ``table``."""
-    start, end = text.find(TABLE_START), text.find(TABLE_END)
+def readme_with_block(text: str, start_marker: str, end_marker: str, block: str) -> str:
+    """``text`` with what stands between ``start_marker`` and ``end_marker`` replaced by ``block``."""
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"README.md must contain {TABLE_START} and {TABLE_END} around the lesson table")
-    return text[: start + len(TABLE_START)] + "\n" + table + "\n" + text[end:]
+        raise ValueError(f"README.md must contain {start_marker} and {end_marker} around a generated block")
+    return text[: start + len(start_marker)] + "\n" + block + "\n" + text[end:]
 
 
 def stale_learner_notebooks() -> list[Path]:
