@@ -102,6 +102,36 @@ def test_the_clean_notebook_holds_prelude_definitions_and_checks_only():
     assert not any("plt.show()" in s for s in sources[1:])  # no lesson cell comes along
 
 
+def _run_in_clean_namespace(nb) -> dict:
+    """What the clean room does, in this process: prelude, solution definitions, then each check."""
+    clean = clean_notebook(nb)
+    namespace = {}
+    verdicts = {}
+    for cell in clean.cells:
+        if "grade_id" not in cell.metadata:
+            exec(compile(cell.source, "<clean room>", "exec"), namespace)
+            continue
+        try:
+            exec(compile(cell.source, cell.metadata["grade_id"], "exec"), namespace)
+            verdicts[cell.metadata["grade_id"]] = "pass"
+        except AssertionError as failure:
+            verdicts[cell.metadata["grade_id"]] = str(failure)
+    return verdicts
+
+
+@pytest.mark.parametrize("path", master_paths(), ids=[p.name for p in master_paths()])
+def test_each_lessons_solutions_pass_from_their_definitions_alone(path):
+    """Solutions use only the setup's imports, their own cell and other solutions: the clean room grades them."""
+    verdicts = _run_in_clean_namespace(read(path))
+    assert verdicts and all(v == "pass" for v in verdicts.values()), verdicts
+
+
+@pytest.mark.parametrize("path", master_paths(), ids=[p.name for p in master_paths()])
+def test_each_learner_stub_is_reported_as_not_attempted(path):
+    verdicts = _run_in_clean_namespace(read(LEARNERS / path.name))
+    assert verdicts and all("not attempted yet" in v or "not written yet" in v for v in verdicts.values()), verdicts
+
+
 # ----- releases equal the learner notebooks ---------------------------------------------------
 def _course(tmp_path) -> Path:
     """A course folder with the README's nbgrader_config.py."""
