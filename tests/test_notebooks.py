@@ -75,7 +75,8 @@ def test_setup_cell_installs_this_release_from_the_repository_named_once():
     assert written == ["pyproject.toml"], f"the repository URL must be set only in pyproject.toml: {written}"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for start, end in ((build_notebooks.TABLE_START, build_notebooks.TABLE_END),
-                       (build_notebooks.INSTALL_START, build_notebooks.INSTALL_END)):
+                       (build_notebooks.INSTALL_START, build_notebooks.INSTALL_END),
+                       (build_notebooks.BINDER_START, build_notebooks.BINDER_END)):
         readme = readme.split(start)[0] + readme.split(end)[-1]
     assert url not in readme, "README.md names the repository outside its generated blocks"
     assert f'pip install "attnlib[grading] @ git+{url}.git@v{version}"' in build_notebooks.grading_install_block()

@@ -13,9 +13,10 @@ this script
    nbgrader's ``generate_assignment``, configured by ``attnlib.grading.configure``, runs
    the same preprocessors, so an instructor's release equals these notebooks.
 
-It also rewrites two generated blocks of ``README.md``: the lesson table (between the
+It also rewrites three generated blocks of ``README.md``: the lesson table (between the
 ``lessons:start`` and ``lessons:end`` markers), from the masters' titles with a badge for
-each lesson, and the grading install line (between ``install:start`` and ``install:end``).
+each lesson; the grading install line (``install:start`` … ``install:end``); and the
+Binder badge (``binder:start`` … ``binder:end``).
 
 The repository address comes from ``[project.urls] Repository`` in ``pyproject.toml``,
 the only place it is written, and the version from ``[project] version``: Colab and
@@ -149,6 +150,7 @@ def planned_files() -> dict[Path, str]:
         files[LEARNERS / path.name] = render(learner_version(master))
     readme = readme_with_block(README.read_text(encoding="utf-8"), TABLE_START, TABLE_END, lessons_table(masters))
     readme = readme_with_block(readme, INSTALL_START, INSTALL_END, grading_install_block())
+    readme = readme_with_block(readme, BINDER_START, BINDER_END, binder_badge())
     files[README] = readme
     return files
 
@@ -156,6 +158,14 @@ def planned_files() -> dict[Path, str]:
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 INSTALL_START, INSTALL_END = "<!-- install:start -->", "<!-- install:end -->"
+BINDER_START, BINDER_END = "<!-- binder:start -->", "<!-- binder:end -->"
+
+
+def binder_badge() -> str:
+    """The README's Binder badge: the course in JupyterLab, built from ``binder/``, opened at lesson 00."""
+    slug = repository_url().removeprefix("https://github.com/")
+    target = f"https://mybinder.org/v2/gh/{slug}/{BRANCH}?urlpath=lab/tree/notebooks/00_welcome.ipynb"
+    return f"[![Binder](https://mybinder.org/badge_logo.svg)]({target})"
 
 
 def grading_install_block() -> str:
