@@ -17,7 +17,7 @@ BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 READY := $(VENV)/.ready
 
-.PHONY: setup lab test notebooks clean
+.PHONY: setup lab test notebooks site clean
 
 ## setup: create .venv with torch, attnlib (editable) and its development tools
 setup: $(READY)
@@ -41,5 +41,9 @@ test: setup
 notebooks: setup
 	$(PY) tools/build_notebooks.py
 
+## site: the web book of the executed lessons in docs/_build/html (cached: a second run re-executes only changed lessons)
+site: setup
+	$(PY) tools/build_site.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build
