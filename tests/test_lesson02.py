@@ -292,20 +292,26 @@ def test_from_torch_masks_checker_accepts_the_solution_and_other_ways(solutions,
                         lambda a=None, k=None: _converted(a, k, float_rule=lambda m: ~m.bool()), capsys)
 
 
-def test_the_converted_masks_give_torchs_attention(solutions):
-    """The claim behind exercise 2.3: our attention with the converted mask equals nn.MultiheadAttention's core."""
-    generator = torch.Generator().manual_seed(5)
-    B, H, Lq, Lk, d = 2, 3, 4, 5, 8
-    q = torch.randn(B, H, Lq, d, generator=generator)  # (B, H, Lq, d)
-    k = torch.randn(B, H, Lk, d, generator=generator)  # (B, H, Lk, d)
-    v = torch.randn(B, H, Lk, d, generator=generator)  # (B, H, Lk, d)
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_the_converted_masks_give_nn_multihead_attentions_output(solutions, kind):
+    """The claim behind exercise 2.3: with the converted mask, attnlib's MultiHeadAttention equals
+    torch.nn.MultiheadAttention given the masks in torch's own convention (same weights)."""
+    torch.manual_seed(0)
+    B, Lq, Lk, D, H = 2, 4, 5, 8, 2
+    torch_mha = torch.nn.MultiheadAttention(D, H, batch_first=True).eval()
+    ours = attnlib.MultiHeadAttention(D, H).eval()
+    ours.load_state_dict(torch_mha.state_dict())
+    query, memory = torch.randn(B, Lq, D), torch.randn(B, Lk, D)  # (B, Lq, D), (B, Lk, D)
     hidden = torch.ones(Lq, Lk, dtype=torch.bool).triu(diagonal=1)  # (Lq, Lk), True = not allowed
     padding = torch.tensor([[False] * 4 + [True], [False] * 3 + [True] * 2])  # (B, Lk), True = padding
-    mask = solutions["from_torch_masks"](hidden, padding)  # (B, 1, Lq, Lk)
-    additive = torch.zeros(Lq, Lk).masked_fill(hidden, float("-inf"))[None, None]  # (1, 1, Lq, Lk)
-    additive = additive.masked_fill(padding[:, None, None, :], float("-inf"))  # (B, 1, Lq, Lk): torch's way
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=additive)  # (B, H, Lq, d)
-    torch.testing.assert_close(attnlib.scaled_dot_product_attention(q, k, v, mask), expected, atol=1e-5, rtol=1e-4)
+    if kind == "bool":
+        attn_mask, torch_padding = hidden, padding
+    else:  # torch wants both masks of one type: additive floats, 0 or -inf
+        attn_mask = torch.zeros(Lq, Lk).masked_fill(hidden, float("-inf"))  # (Lq, Lk)
+        torch_padding = torch.zeros(B, Lk).masked_fill(padding, float("-inf"))  # (B, Lk)
+    expected, _ = torch_mha(query, memory, memory, attn_mask=attn_mask, key_padding_mask=torch_padding)
+    mask = solutions["from_torch_masks"](attn_mask, padding)  # (B, 1, Lq, Lk), True = may attend
+    torch.testing.assert_close(ours(query, memory, memory, mask=mask), expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("wrong, fragments", [
