@@ -66,8 +66,8 @@ unit_vectors = Exercise(
     title="unit vectors",
     test=_test_unit_vectors,
     hints=[
-        "Divide every vector by its own length. Compute the lengths with `keepdim=True` "
-        "(`(x ** 2).sum(dim=-1, keepdim=True)`, then the square root) so that (4, 6) / (4, 1) broadcasts.",
+        "Divide every vector by its own length. Keep the summed dimension when you compute the lengths, "
+        "`.sum(dim=-1, keepdim=True)`, so that (4, 6) / (4, 1) broadcasts.",
         "A zero vector has length 0, and 0 / 0 is NaN. Divide by "
         "`length.clamp_min(1e-12)` instead, so a zero vector stays zero.",
         "With `length` of shape (..., 1) from the first hint, the key line is\n"

@@ -177,8 +177,8 @@ local_causal_mask = Exercise(
         "Comparisons between them broadcast to (L, L).",
         "Two conditions, combined with &: the key is not in the future (j <= i), and it is one of the last "
         "`window` positions. Count on an example: with window 3, query 5 may see keys 3, 4 and 5.",
-        "The key line: the causal part `(j <= i)` of section 9, and the window on top of it, "
-        "`& (j > i - window)`.",
+        "The key line: section 9's causal part, and the window on top of it.\n"
+        "return (j <= i) & (j > i - window)  # (L, L)",
     ],
     success="each position sees itself and the window - 1 positions before it, nothing else.",
 )
