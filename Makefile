@@ -29,8 +29,12 @@ $(READY): pyproject.toml
 	touch $(READY)
 
 ## lab: open the course in JupyterLab (extra arguments: LAB_ARGS="--no-browser --port=8899")
+# A learner's lab: without nbgrader's menu, buttons and server extensions, and without the
+# "news" pop-up or any request to the internet (tools/jupyterlab/README.md says how).
+LAB_SETTINGS := $(CURDIR)/tools/jupyterlab
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(AS_ROOT) $(LAB_ARGS)
+	JUPYTER_CONFIG_PATH="$(LAB_SETTINGS)$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))" $(BIN)/jupyter lab --notebook-dir=notebooks \
+		--LabApp.app_settings_dir="$(LAB_SETTINGS)" --LabApp.news_url=None $(AS_ROOT) $(LAB_ARGS)
 
 ## test: attnlib's unit tests, then every notebook (masters and learner versions) under nbval
 test: setup

@@ -93,3 +93,28 @@ def assert_check_fails(exercise, fn, capsys, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
     return message
+
+
+def _code_lines(text: str) -> list[str]:
+    """Lines of code without comments, blanks, spaces or quote style, for comparing code and hints."""
+    lines = []
+    for line in text.splitlines():
+        line = line.split("  #")[0].split("# ")[0] if not line.lstrip().startswith("#") else ""
+        line = "".join(line.split()).replace('"', "'")
+        if line:
+            lines.append(line)
+    return lines
+
+
+def gives_whole_solution(hint: str, name: str, function: str) -> bool:
+    """True when ``hint`` holds every line of the master's solution to ``function`` in notebook ``name``.
+
+    COURSE.md: hints build up, and the last may show the key line, never the whole solution.
+    """
+    for cell in read(MASTERS / name).cells:
+        if cell.metadata.get("nbgrader", {}).get("solution") and f"def {function}(" in cell.source:
+            body = cell.source.split("### BEGIN SOLUTION", 1)[1].split("### END SOLUTION", 1)[0]
+            solution = _code_lines(body)
+            shown = "\n".join(_code_lines(hint))
+            return bool(solution) and all(line in shown for line in solution)
+    raise AssertionError(f"{name} has no solution cell defining {function}")

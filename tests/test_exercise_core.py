@@ -6,6 +6,9 @@ import torch
 
 from attnlib.exercises import Exercise
 from attnlib.exercises import lesson00
+from tests.notebook_tools import (
+    MASTERS, assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, read,
+)
 
 
 def square(t, fn):
@@ -125,6 +128,12 @@ def test_lesson00_reference_solutions_pass(capsys):
     assert capsys.readouterr().out.count("✓") == 2
 
 
+def test_lesson00_master_solutions_pass(capsys):
+    solutions = exercise_solutions("00_welcome.ipynb")
+    assert_check_passes(lesson00.vector_length, solutions["vector_length"], capsys)
+    assert_check_passes(lesson00.unit_vectors, solutions["unit_vectors"], capsys)
+
+
 def test_lesson00_typical_mistakes(capsys):
     with pytest.raises(AssertionError, match="has shape \\(1,\\); expected shape \\(\\)"):
         lesson00.vector_length.check(lambda x: torch.sqrt((x ** 2).sum(dim=-1, keepdim=True)))
@@ -132,6 +141,45 @@ def test_lesson00_typical_mistakes(capsys):
         lesson00.vector_length.check(lambda x: (x ** 2).sum(dim=-1))
     with pytest.raises(AssertionError, match="returns NaN when x holds a zero vector"):
         lesson00.unit_vectors.check(lambda x: x / torch.sqrt((x ** 2).sum(-1, keepdim=True)))
+    assert_check_fails(lesson00.vector_length, lambda x: torch.sqrt((x ** 2).sum()), capsys,
+                       "(2, 3, 4)", "has shape (); expected shape (2, 3)")
+    assert_check_fails(lesson00.unit_vectors, lambda x: x / torch.sqrt((x ** 2).sum(-1)), capsys,
+                       "raised an exception")
+    assert_check_fails(lesson00.unit_vectors, lambda x: x / (x ** 2).sum(-1, keepdim=True), capsys,
+                       "wrong values")
+
+
+@pytest.mark.parametrize("name", ["vector_length", "unit_vectors"])
+@pytest.mark.parametrize("answer", [None, "a string", 3.0, [1.0, 2.0], np.ones(3), torch.zeros(2, dtype=torch.long)])
+def test_lesson00_checkers_explain_odd_answers(name, answer, capsys):
+    message = assert_check_fails(getattr(lesson00, name), lambda x: answer, capsys)
+    assert "could not be checked" not in message
+
+
+def test_lesson00_failing_demo_fails_as_the_notebook_says(capsys):
+    """Lesson 00 shows a failed check on purpose: the demo's wrong answer must really fail."""
+    [cell] = [c for c in read(MASTERS / "00_welcome.ipynb").cells
+              if c.cell_type == "code" and "vector_length_wrong" in c.source]
+    assert "raises-exception" in cell.metadata.get("tags", [])  # so Run All goes on past it
+    namespace = {"torch": torch}
+    with pytest.raises(AssertionError, match="wrong values"):
+        exec(compile(cell.source, "00_welcome.ipynb:demo", "exec"), namespace)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("name", ["vector_length", "unit_vectors"])
+def test_lesson00_hints_build_up_and_stop_short_of_the_solution(name, capsys):
+    exercise = getattr(lesson00, name)
+    assert 2 <= len(exercise.hints) <= 4
+    exercise._hints_given = 0
+    try:
+        for i in range(len(exercise.hints) + 1):
+            exercise.hint()
+            out = capsys.readouterr().out
+            assert f"Hint {min(i + 1, len(exercise.hints))}/{len(exercise.hints)}" in out
+    finally:
+        exercise._hints_given = 0
+    assert not gives_whole_solution(exercise.hints[-1], "00_welcome.ipynb", name)
 
 
 def test_checks_run_on_the_cpu_whatever_device_the_lesson_uses(monkeypatch, capsys):

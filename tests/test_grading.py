@@ -183,18 +183,11 @@ def _points(nb) -> dict:
             if c.metadata.get("nbgrader", {}).get("grade")}
 
 
-WRONG_2_2 = '''def my_masked_softmax(scores, mask=None):
-    """A typical mistake: -1e9 instead of -inf, so a row with nothing allowed becomes uniform."""
-    if mask is not None:
-        scores = scores.masked_fill(~mask, -1e9)
-    return torch.softmax(scores, dim=-1)
-'''
-WRONG_2_4 = '''def my_causal_padding_mask(lengths, size):
-    """A typical mistake: the padding hides whole rows (queries) instead of columns (keys)."""
-    positions = torch.arange(size, device=lengths.device)
-    real = positions[None, :] < lengths[:, None]
-    past = torch.ones(size, size, dtype=torch.bool, device=lengths.device).tril()
-    return past[None] & real[:, :, None]
+WRONG_2_2 = '''def local_causal_mask(size, window, device=None):
+    """A typical mistake: off by one, the window holds window + 1 positions."""
+    i = torch.arange(size, device=device)[:, None]
+    j = torch.arange(size, device=device)[None, :]
+    return (j <= i) & (j >= i - window)
 '''
 # Attacks, each added to an otherwise unsolved or wrong submission.
 CHEAT_CHECK = ("import attnlib.exercises._core as _c; "
@@ -207,12 +200,11 @@ CHEAT_COMPARE = ("import builtins, torch\n"
                  "builtins.AssertionError = AssertionError\n"
                  "builtins.print = lambda *a, **k: None\n")
 CHEAT_DISPLAY = "get_ipython().showtraceback = lambda *a, **k: None\n"  # hides every error from nbgrader
-CHEAT_INSIDE = '''def my_softmax(x):
+CHEAT_INSIDE = '''def attention_scale(d_k, sigma):
     import attnlib.exercises._core as c
-    c.close = lambda *a, **k: True
-    c.Trial.expect_tensor = lambda self, got, expected, what, **k: got
+    c.Trial.expect_number = lambda self, got, expected, what, **k: got
     c.Trial.expect = lambda self, condition, message: None
-    return x
+    return 1.0  # wrong
 '''
 
 
@@ -241,8 +233,8 @@ def test_autograde_feedback_and_export_end_to_end(tmp_path):
     solved, points = _solution_sources(master), _points(master)
     check_ids = {g.removesuffix("_check"): g for g in points}  # solution id -> its check's id
 
-    half = {**solved, "ex02_2_masked_softmax": WRONG_2_2, "ex02_4_causal_padding_mask": WRONG_2_4}
-    half.pop("ex02_1_softmax")  # left unsolved
+    half = {**solved, "ex02_2_local_mask": WRONG_2_2}
+    half.pop("ex02_1_scale")  # left unsolved
     wrong_everywhere = {g: s.replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\n    return None  # wrong")
                         for g, s in solved.items()}
     submissions = {
@@ -252,7 +244,7 @@ def test_autograde_feedback_and_export_end_to_end(tmp_path):
         "cheat_check": _submission(release, {}, CHEAT_CHECK),
         "cheat_compare": _submission(release, wrong_everywhere, CHEAT_COMPARE),
         "cheat_display": _submission(release, wrong_everywhere, CHEAT_DISPLAY),
-        "cheat_inside": _submission(release, {"ex02_1_softmax": CHEAT_INSIDE}),
+        "cheat_inside": _submission(release, {"ex02_1_scale": CHEAT_INSIDE}),
     }
     for student, nb in submissions.items():
         folder = course / "submitted" / student / "ps02"
@@ -266,13 +258,13 @@ def test_autograde_feedback_and_export_end_to_end(tmp_path):
     with open(course / "grades.csv", newline="") as f:
         scores = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
     total = sum(points.values())
-    expected_half = sum(points[check_ids[g]] for g in ("ex02_3_attention",))  # 2.3 right despite a wrong 2.2
+    expected_half = points[check_ids["ex02_3_from_torch_masks"]]  # only 2.3 is right
     assert scores == {"solved": total, "empty": 0.0, "half": expected_half, "cheat_check": 0.0,
                       "cheat_compare": 0.0, "cheat_display": 0.0, "cheat_inside": 0.0}, scores
 
     # Feedback: each failure explained once, no file paths of this machine, no hint output, alt text.
     html = (course / "feedback" / "half" / "ps02" / LESSON.replace(".ipynb", ".html")).read_text()
-    assert html.count("✗ Exercise 2.2") == 1 and html.count("✗ Exercise 2.4") == 1
+    assert html.count("✗ Exercise 2.2") == 1 and html.count("✓ Exercise 2.3") == 1
     assert "not attempted yet" in html and "Exercise 2.1" in html
     assert str(tmp_path) not in html and "site-packages" not in html
     assert "Hint 1/" not in html

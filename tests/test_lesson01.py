@@ -14,7 +14,10 @@ import torch.nn.functional as F
 import attnlib
 from attnlib.exercises import lesson01
 from attnlib.exercises._core import wrap
-from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
+from tests.notebook_tools import (
+    MASTERS, assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, load_derivations,
+    read,
+)
 
 NOTEBOOK = "01_dot_products.ipynb"
 
@@ -69,50 +72,74 @@ def test_notebook_derives_both_functions(derived):
     assert callable(derived["dot_product_scores"]) and callable(derived["cosine_similarity"])
 
 
-# ----- Exercise 1.1: dot -----------------------------------------------------------------
+# ----- Exercise 1.1: cat_query --------------------------------------------------------------
 
-def test_dot_accepts_the_solution(solutions, capsys):
-    assert_check_passes(lesson01.dot, solutions["dot"], capsys)
-
-
-def test_dot_accepts_einsum(capsys):
-    assert_check_passes(lesson01.dot, lambda a, b: torch.einsum("...d,...d->...", a, b), capsys)
+def test_cat_query_accepts_the_solution(solutions, capsys):
+    assert_check_passes(lesson01.cat_query, solutions["cat_query"], capsys)
 
 
-def test_dot_says_not_attempted(capsys):
-    def dot(a, b):
-        raise NotImplementedError("Exercise 1.1 (dot): replace this line with your solution")
-
-    assert_check_fails(lesson01.dot, dot, capsys, "not attempted")
-
-
-def test_dot_explains_a_missing_return(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: None, capsys, "is None", "return")
-
-
-def test_dot_explains_summing_everything(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(), capsys,
-           "shape (4, 6)", "has shape (); expected shape (4,)")
+def test_cat_query_keys_are_the_notebooks(derived):
+    """The checker scores against section 6's keys: the same table as the notebook's."""
+    [cell] = [c for c in read(MASTERS / NOTEBOOK).cells if c.cell_type == "code" and "key_words = " in c.source]
+    namespace = {**derived, "device": torch.device("cpu")}
+    exec(compile(cell.source, f"{NOTEBOOK}:section 6", "exec"), namespace)
+    assert tuple(namespace["key_words"]) == lesson01.KEY_WORDS
+    torch.testing.assert_close(namespace["keys"], torch.tensor(lesson01.KEYS))
+    assert namespace["features"] == list(lesson01.FEATURES)
 
 
-def test_dot_explains_summing_the_wrong_dimension(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(dim=0), capsys, "has shape (6,); expected shape (4,)")
+@pytest.mark.parametrize("query", [[1.0, 0.0, 1.0, 1.0], [1.0, -0.05, 1.0, 1.0], [0.5, -0.05, 0.8, 1.0]])
+def test_cat_query_accepts_other_good_queries(query, capsys):
+    assert_check_passes(lesson01.cat_query, lambda: torch.tensor(query), capsys)
+    assert_check_passes(lesson01.cat_query, lambda: torch.tensor(query, dtype=torch.float64), capsys)
 
 
-def test_dot_shows_torch_dot_failing_on_batches(capsys):
-    assert_check_fails(lesson01.dot, torch.dot, capsys, "raised an exception", "1D tensors")
+def test_cat_query_says_not_attempted(capsys):
+    def cat_query():
+        raise NotImplementedError("Exercise 1.1 (cat query): replace this line with your solution")
+
+    assert_check_fails(lesson01.cat_query, cat_query, capsys, "not attempted")
 
 
-def test_dot_explains_numpy_results(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(-1).cpu().numpy(), capsys, "numpy array")
+def test_cat_query_explains_the_cats_own_key(capsys):
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([1.0, -0.5, 0.3, 1.0]), capsys,
+                       "the cat's own key as the query picks the mouse", "mouse 2.50, cat 2.34", "cosine")
 
 
-def test_dot_explains_a_changed_dtype(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: (a * b).sum(-1).float(), capsys, "float64", "expected dtype torch.float64")
+def test_cat_query_explains_the_mouse_and_the_horse(capsys):
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([1.0, -1.0, 0.0, 1.0]), capsys,
+                       "picks the mouse", "0.5·size + 0.3·speed")
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([1.0, 1.0, 1.0, 0.0]), capsys,
+                       "picks the horse", "-1.5·size - 0.5·speed + 0.7·furry")
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([-1.0, 0.0, 0.0, -1.0]), capsys,
+                       "picks the bicycle", "alive and furry")
 
 
-def test_dot_explains_wrong_values(capsys):
-    assert_check_fails(lesson01.dot, lambda a, b: (a + b).sum(-1), capsys, "wrong values", "max absolute error")
+def test_cat_query_explains_a_small_margin(capsys):
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([1.0, 0.0, 0.2, 1.0]), capsys,
+                       "picks the cat, but only by 0.060 over the mouse", "at least 0.1")
+
+
+def test_cat_query_refuses_entries_outside_minus_one_to_one(capsys):
+    assert_check_fails(lesson01.cat_query, lambda: torch.tensor([2.0, 0.0, 3.0, 3.0]), capsys,
+                       "between -1 and 1", "3 for 'speed'")
+
+
+@pytest.mark.parametrize("answer, fragments", [
+    (None, ("is None", "return")),
+    ([1.0, 0.0, 1.0, 1.0], ("is a list", "torch.Tensor")),
+    (torch.ones(1, 4), ("has shape (1, 4); expected shape (4,)",)),
+    (torch.tensor([1, 0, 1, 1]), ("dtype torch.int64", "1.0, not 1")),
+    (torch.tensor([1.0, float("nan"), 1.0, 1.0]), ("contains NaN",)),
+])
+def test_cat_query_explains_odd_answers(answer, fragments, capsys):
+    assert_check_fails(lesson01.cat_query, lambda: answer, capsys, *fragments)
+
+
+def test_cat_query_last_hint_does_not_give_the_numbers():
+    last = lesson01.cat_query.hints[-1]
+    assert "return torch.tensor([alive, size, speed, furry])" in last
+    assert "1.0, 0.0, 1.0, 1.0" not in last and "[1, 0, 1, 1]" not in last
 
 
 # ----- Exercise 1.2: one_query_scores --------------------------------------------------
@@ -211,7 +238,7 @@ def test_cosine_scores_reports_exceptions_without_crashing(capsys):
 
 # ----- hints ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exercise", [lesson01.dot, lesson01.one_query_scores, lesson01.cosine_scores])
+@pytest.mark.parametrize("exercise", [lesson01.cat_query, lesson01.one_query_scores, lesson01.cosine_scores])
 def test_every_exercise_has_two_to_four_hints_given_in_order(exercise, capsys):
     assert 2 <= len(exercise.hints) <= 4
     exercise._hints_given = 0
@@ -224,3 +251,10 @@ def test_every_exercise_has_two_to_four_hints_given_in_order(exercise, capsys):
         exercise._hints_given = 0
     assert f"Hint 1/{len(exercise.hints)} for Exercise {exercise.number}" in first and wrap(exercise.hints[0]) in first
     assert f"Hint 2/{len(exercise.hints)}" in second and wrap(exercise.hints[1]) in second
+
+
+@pytest.mark.parametrize("exercise, function", [(lesson01.cat_query, "cat_query"),
+                                                (lesson01.one_query_scores, "one_query_scores"),
+                                                (lesson01.cosine_scores, "cosine_scores")])
+def test_last_hint_shows_a_key_line_not_the_whole_solution(exercise, function):
+    assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)

@@ -2,19 +2,23 @@
 
 The notebook derives ``softmax``, ``masked_softmax``, ``scaled_dot_product_attention`` and
 ``causal_mask`` from scratch; these tests prove they cannot drift from attnlib's versions
-(and from PyTorch's), and that each checker accepts the master's solution and names the
-typical mistakes.
+(and from PyTorch's). The exercises transfer those ideas (the scale for inputs of variance
+σ², a local-window mask, PyTorch's opposite mask convention); each checker accepts the
+master's solution and other correct answers, and names the typical mistakes.
 """
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson02
-from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
+from tests.notebook_tools import (
+    assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, load_derivations,
+)
 
 NOTEBOOK = "02_softmax_and_attention.ipynb"
 
@@ -142,184 +146,237 @@ def test_attnlib_attention_with_no_keys_gives_zeros():
     assert attnlib.masked_softmax(torch.randn(2, 3, 0)).shape == (2, 3, 0)
 
 
-# ----- Exercise 2.1: stable softmax ---------------------------------------------------------
+# ----- Exercise 2.1: the scale for inputs of variance σ² ---------------------------------
 
-def test_softmax_checker_accepts_the_solution(solutions, capsys):
-    assert_check_passes(lesson02.softmax, solutions["my_softmax"], capsys)
-
-
-def test_softmax_checker_explains_mistakes(capsys):
-    def not_attempted(x):
-        raise NotImplementedError("Exercise 2.1")
-
-    assert_check_fails(lesson02.softmax, not_attempted, capsys, "not attempted")
-    assert_check_fails(lesson02.softmax, lambda x: None, capsys, "forget to `return`")
-    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1, keepdim=True), capsys,
-           "[1000.0, 999.0, 998.0]", "overflows", "Subtract the row's maximum")
-    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=0, keepdim=True))
-           / torch.exp(x - x.amax(dim=0, keepdim=True)).sum(dim=0, keepdim=True), capsys, "dim=0", "dim=-1")
-    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.amax(dim=-1, keepdim=True)), capsys, "not normalised")
-    assert_check_fails(lesson02.softmax, lambda x: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(dim=-1, keepdim=True),
-           capsys, "second row", "each row's own maximum")
-    assert_check_fails(lesson02.softmax, lambda x: torch.softmax(x.float(), dim=-1), capsys, "float64", "dtype")
-    assert_check_fails(lesson02.softmax, lambda x: torch.softmax(x, dim=-1).numpy(), capsys, "numpy array")
+def test_scale_checker_accepts_the_solution_and_other_forms(solutions, capsys):
+    assert_check_passes(lesson02.scale, solutions["attention_scale"], capsys)
+    assert_check_passes(lesson02.scale, lambda d_k, sigma: (sigma ** 4 * d_k) ** -0.5, capsys)
+    assert_check_passes(lesson02.scale, lambda d_k, sigma: torch.tensor(1 / (sigma ** 2 * math.sqrt(d_k))), capsys)
+    assert_check_passes(lesson02.scale, lambda d_k, sigma: np.float32(1 / (sigma ** 2 * math.sqrt(d_k))), capsys)
 
 
-# ----- Exercise 2.2: masked softmax ---------------------------------------------------------
-
-def test_masked_softmax_checker_accepts_the_solution_and_attnlib(solutions, capsys):
-    assert_check_passes(lesson02.masked_softmax, solutions["my_masked_softmax"], capsys)
-    assert_check_passes(lesson02.masked_softmax, attnlib.masked_softmax, capsys)
-
-
-def _fill_then_softmax(fill, nan_to_zero=False):
-    def masked_softmax(scores, mask=None):
-        if mask is not None:
-            scores = scores.masked_fill(~mask, fill)  # (..., Lk)
-        weights = torch.softmax(scores, dim=-1)  # (..., Lk)
-        return torch.nan_to_num(weights, nan=0.0) if nan_to_zero else weights
-
-    return masked_softmax
+def test_the_scale_really_restores_unit_variance(solutions):
+    """The claim behind exercise 2.1, measured: the solution's scale gives scores of variance ≈ 1."""
+    generator = torch.Generator().manual_seed(7)
+    for d_k, sigma in [(16, 3.0), (256, 0.5), (64, 1.0)]:
+        q = sigma * torch.randn(50_000, d_k, generator=generator, dtype=torch.float64)  # (N, d_k)
+        k = sigma * torch.randn(50_000, d_k, generator=generator, dtype=torch.float64)  # (N, d_k)
+        scaled = solutions["attention_scale"](d_k, sigma) * (q * k).sum(-1)  # (N,)
+        assert 0.95 < scaled.var().item() < 1.05, (d_k, sigma, scaled.var().item())
+    assert solutions["attention_scale"](64, 1.0) == pytest.approx(1 / 8)
 
 
-def test_masked_softmax_checker_explains_mistakes(capsys):
-    def inverted(scores, mask=None):
-        return attnlib.masked_softmax(scores, None if mask is None else ~mask)
-
-    def zero_after(scores, mask=None):
-        weights = torch.softmax(scores, dim=-1)  # (..., Lk)
-        return weights if mask is None else weights * mask
-
-    def max_before_masking(scores, mask=None):
-        shifted = scores - scores.amax(dim=-1, keepdim=True)  # (..., Lk), max taken over hidden entries too
-        if mask is not None:
-            shifted = shifted.masked_fill(~mask, float("-inf"))
-        exp = torch.exp(shifted)  # (..., Lk)
-        return exp / exp.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-
-    assert_check_fails(lesson02.masked_softmax, inverted, capsys, "True means 'may attend'")
-    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(0.0), capsys, "exp(0) = 1", "-inf")
-    assert_check_fails(lesson02.masked_softmax, zero_after, capsys, "no longer sum")
-    assert_check_fails(lesson02.masked_softmax, max_before_masking, capsys, "maximum after masking")
-    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(float("-inf")), capsys, "all False gives NaN")
-    assert_check_fails(lesson02.masked_softmax, _fill_then_softmax(-1e9), capsys, "uniform", "-1e9")
-    assert_check_fails(lesson02.masked_softmax, lambda scores, mask: attnlib.masked_softmax(scores, mask.bool()), capsys,
-           "my_masked_softmax(scores, None) raised an exception", "AttributeError")
+@pytest.mark.parametrize("wrong, fragments", [
+    (lambda d_k, sigma: 1 / math.sqrt(d_k), ("ignores σ", "variance σ² = 9 come out with variance 8")),
+    (lambda d_k, sigma: 1 / (sigma * math.sqrt(d_k)), ("divides by σ once", "σ⁴")),
+    (lambda d_k, sigma: 1 / (sigma ** 2 * d_k), ("divides by d_k", "√d_k")),
+    (lambda d_k, sigma: 1 / (sigma ** 4 * d_k), ("divides by the variance",)),
+    (lambda d_k, sigma: 1 / (sigma ** 4 * math.sqrt(d_k)), ("σ⁴ where σ² belongs",)),
+    (lambda d_k, sigma: sigma ** 2 / math.sqrt(d_k), ("multiplies by σ²",)),
+    (lambda d_k, sigma: sigma ** 2 * math.sqrt(d_k), ("standard deviation of q·k itself",)),
+    (lambda d_k, sigma: 0.3, ("is 0.3", "not 1")),
+])
+def test_scale_checker_names_the_classic_mistakes(wrong, fragments, capsys):
+    assert_check_fails(lesson02.scale, wrong, capsys, "attention_scale(d_k=16, sigma=3.0)", *fragments)
 
 
-def test_masked_softmax_checker_accepts_nan_to_num_version(capsys):
-    assert_check_passes(lesson02.masked_softmax, _fill_then_softmax(float("-inf"), nan_to_zero=True), capsys)
+def test_scale_checker_explains_odd_answers(capsys):
+    def not_attempted(d_k, sigma):
+        raise NotImplementedError("Exercise 2.1 (scale): replace this line with your solution")
+
+    assert_check_fails(lesson02.scale, not_attempted, capsys, "not attempted")
+    assert_check_fails(lesson02.scale, lambda d_k, sigma: None, capsys, "is None", "return")
+    assert_check_fails(lesson02.scale, lambda d_k, sigma: torch.ones(2), capsys, "a single number")
+    assert_check_fails(lesson02.scale, lambda d_k, sigma: float("nan"), capsys, "finite number")
+    assert_check_fails(lesson02.scale, lambda d_k, sigma: "1/8", capsys, "is a str")
+    assert_check_fails(lesson02.scale, lambda d_k, sigma: 1 / (sigma ** 2 * torch.sqrt(d_k)), capsys,
+                       "raised an exception", "Tip:", "math.sqrt")
 
 
-# ----- Exercise 2.3: attention --------------------------------------------------------------
+# ----- Exercise 2.2: a local-window causal mask -----------------------------------------
 
-def test_attention_checker_accepts_the_solution_and_attnlib(solutions, capsys):
-    assert_check_passes(lesson02.attention, solutions["my_attention"], capsys)
-    assert_check_passes(lesson02.attention, attnlib.scaled_dot_product_attention, capsys)
-
-
-def _attention(scale=None, dim=-1, mask_fn=lambda m: m, nan_to_zero=True, return_weights=False):
-    """An attention with one deliberate mistake at a time."""
-
-    def attention(q, k, v, mask=None):
-        factor = 1 / math.sqrt(q.shape[-1]) if scale is None else scale(q, v)
-        scores = q @ k.transpose(-2, -1) * factor  # (..., Lq, Lk)
-        mask = None if mask is None else mask_fn(mask)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))  # (..., Lq, Lk)
-        weights = torch.softmax(scores, dim=dim)  # (..., Lq, Lk)
-        if nan_to_zero:
-            weights = torch.nan_to_num(weights, nan=0.0)
-        output = weights @ v  # (..., Lq, d_v)
-        return (output, weights) if return_weights else output
-
-    return attention
+def _window(size, window, device=None):
+    i = torch.arange(size, device=device)[:, None]  # (L, 1)
+    j = torch.arange(size, device=device)[None, :]  # (1, L)
+    return i, j
 
 
-def test_attention_checker_explains_mistakes(capsys):
-    assert_check_passes(lesson02.attention, _attention(), capsys)  # the helper without a mistake is right
-    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1.0), capsys, "forgot the scale", "√d_k")
-    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1 / q.shape[-1]), capsys, "divides the scores by d_k")
-    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: math.sqrt(q.shape[-1])), capsys, "multiplies")
-    assert_check_fails(lesson02.attention, _attention(scale=lambda q, v: 1 / math.sqrt(v.shape[-1])), capsys, "1/√d_v")
-    assert_check_fails(lesson02.attention, _attention(dim=-2), capsys, "dim=-2", "dim=-1")
-    assert_check_fails(lesson02.attention, _attention(return_weights=True), capsys, "tuple", "only the output")
-    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: None), capsys, "ignores the mask")
-    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: ~m), capsys, "where the mask is False")
-    assert_check_fails(lesson02.attention, _attention(mask_fn=lambda m: m.transpose(-2, -1) if m.dim() == 2 else m), capsys,
-           "positions 4 and 5 changed the outputs", "True means 'may attend'")
-    assert_check_fails(lesson02.attention, _attention(nan_to_zero=False), capsys, "gets NaN", "zero output")
+def test_local_mask_checker_accepts_the_solution_and_other_ways(solutions, capsys):
+    assert_check_passes(lesson02.local_causal_mask, solutions["local_causal_mask"], capsys)
+
+    def by_triangles(size, window, device=None):
+        ones = torch.ones(size, size, dtype=torch.bool, device=device)  # (L, L)
+        return ones.tril() & ones.triu(diagonal=1 - window)
+
+    def by_distance(size, window, device=None):
+        i, j = _window(size, window, device)
+        return (i - j >= 0) & (i - j < window)
+
+    assert_check_passes(lesson02.local_causal_mask, by_triangles, capsys)
+    assert_check_passes(lesson02.local_causal_mask, by_distance, capsys)
 
 
-# ----- Exercise 2.4: causal padding mask ---------------------------------------------------
-
-def test_causal_padding_mask_checker_accepts_the_solution(solutions, capsys):
-    assert_check_passes(lesson02.causal_padding_mask, solutions["my_causal_padding_mask"], capsys)
-
-
-def _real(lengths, size):
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]  # (B, L)
-
-
-def _past(size, device):
-    return torch.ones(size, size, dtype=torch.bool, device=device).tril()  # (L, L)
-
-
-def test_causal_padding_mask_checker_explains_mistakes(solutions, capsys):
-    right = solutions["my_causal_padding_mask"]
-    exercise = lesson02.causal_padding_mask
-    assert_check_fails(exercise, lambda lengths, size: ~right(lengths, size), capsys, "inverted")
-    assert_check_fails(exercise, lambda lengths, size: right(lengths, size).int(), capsys, "must be boolean")
-    assert_check_fails(exercise, lambda lengths, size: _real(lengths, size), capsys, "shape (3, 5)", "(B, L, L)")
-    assert_check_fails(exercise,
-           lambda lengths, size: _real(lengths, size)[:, None, :].expand(-1, size, -1), capsys, "not the future")
-    assert_check_fails(exercise,
-           lambda lengths, size: _past(size, lengths.device).expand(len(lengths), -1, -1), capsys,
-           "ignores the lengths")
-    assert_check_fails(exercise,
-           lambda lengths, size: _past(size, lengths.device).T[None] & _real(lengths, size)[:, None, :], capsys,
-           "future instead of the past")
-    assert_check_fails(exercise,
-           lambda lengths, size: right(lengths, size) & _real(lengths, size)[:, :, None], capsys,
-           "hides the padded queries")
-    assert_check_fails(exercise,  # padding on the rows only: with causality, the same mask as above
-           lambda lengths, size: _past(size, lengths.device)[None] & _real(lengths, size)[:, :, None], capsys,
-           "hides the padded queries", "last dimension")
-    assert_check_fails(exercise, lambda lengths, size: right(torch.tensor([5, 3, 1], device=lengths.device), 5), capsys,
-           "fixed sizes")
+def test_the_local_mask_really_limits_what_attention_sees(solutions):
+    """With the solution's mask, an output ignores every value outside its window (the exercise's claim)."""
+    size, window = 8, 3
+    mask = solutions["local_causal_mask"](size, window)  # (L, L)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, size, 4, generator=generator)  # (B, L, d)
+    values = torch.randn(1, size, 2, generator=generator)  # (B, L, d_v)
+    output = attnlib.scaled_dot_product_attention(x, x, values, mask)  # (B, L, d_v)
+    for j in range(size):
+        changed = values.clone()  # (B, L, d_v)
+        changed[:, j] += 100.0
+        moved = (attnlib.scaled_dot_product_attention(x, x, changed, mask) - output).abs().amax(-1)[0]  # (L,)
+        sees_j = (moved > 1e-4).nonzero().flatten().tolist()
+        assert sees_j == list(range(j, min(j + window, size))), (j, sees_j)
 
 
-@pytest.mark.parametrize("name", ["softmax", "masked_softmax", "attention", "causal_padding_mask"])
-@pytest.mark.parametrize("answer", ["a string", 42, [1.0, 2.0], torch.zeros(3, dtype=torch.long), torch.zeros(2, 2)])
-def test_checkers_explain_odd_answers_without_crashing(name, answer, capsys):
-    out = assert_check_fails(getattr(lesson02, name), lambda *args, **kwargs: answer, capsys)
-    assert "could not be checked" not in out, out
+@pytest.mark.parametrize("wrong, fragment", [
+    (lambda size, window, device=None: ~_reference_local(size, window), "inverted"),
+    (lambda size, window, device=None: _reference_local(size, window + 1), "4 positions, one too many"),
+    (lambda size, window, device=None: _reference_local(size, window - 1), "only 2 position(s), one too few"),
+    (lambda size, window, device=None: (_window(size, window)[0] - _window(size, window)[1]).abs() < window,
+     "looks both ways"),
+    (lambda size, window, device=None: torch.ones(size, size, dtype=torch.bool).tril(), "plain causal mask"),
+    (lambda size, window, device=None: _window(size, window)[1] > _window(size, window)[0] - window,
+     "hides nothing in the future"),
+    (lambda size, window, device=None: _reference_local(size, window).T, "looks forward instead of back"),
+    (lambda size, window, device=None: _reference_local(size, window).int(), "must be boolean"),
+    (lambda size, window, device=None: _reference_local(size, window)[None], "has shape (1, 6, 6); expected (6, 6)"),
+    (lambda size, window, device=None: _reference_local(6, 3), "local_causal_mask(size=5, window=1) has shape (6, 6)"),
+    (lambda size, window, device=None: None, "is None"),
+])
+def test_local_mask_checker_names_the_classic_mistakes(wrong, fragment, capsys):
+    assert_check_fails(lesson02.local_causal_mask, wrong, capsys, fragment)
 
 
-def test_checkers_add_tips_to_classic_exceptions(capsys):
-    def no_keepdim(x):
-        shifted = x - x.amax(dim=-1)  # (4, 7) - (4,): does not broadcast
-        return torch.exp(shifted) / torch.exp(shifted).sum(dim=-1)
+def test_local_mask_checker_points_at_a_wrong_entry(capsys):
+    def one_entry_off(size, window, device=None):
+        mask = _reference_local(size, window)
+        mask[size - 1, 0] = True
+        return mask
 
-    def ignores_none(scores, mask=None):
-        return attnlib.masked_softmax(scores.masked_fill(~mask, float("-inf")))
-
-    def full_transpose(q, k, v, mask=None):
-        return attnlib.masked_softmax(q @ k.permute(*range(k.dim() - 1, -1, -1)) / math.sqrt(q.shape[-1]), mask) @ v
-
-    assert_check_fails(lesson02.softmax, no_keepdim, capsys, "raised an exception", "Tip:", "keepdim=True")
-    assert_check_fails(lesson02.masked_softmax, ignores_none, capsys, "my_masked_softmax(scores, None)", "Tip:",
-           "if mask is not None")
-    assert_check_fails(lesson02.attention, full_transpose, capsys, "raised an exception", "Tip:", "k.transpose(-2, -1)")
+    assert_check_fails(lesson02.local_causal_mask, one_entry_off, capsys, "wrong at 1 of 36 entries", "(5, 0)")
 
 
-def test_hints_run_in_order_and_repeat_the_last(capsys):
-    for checker in (lesson02.softmax, lesson02.masked_softmax, lesson02.attention, lesson02.causal_padding_mask):
-        checker._hints_given = 0
-        total = len(checker.hints)
-        assert 2 <= total <= 4
+def _reference_local(size, window):
+    i, j = _window(size, window)
+    return (j <= i) & (j > i - window)
+
+
+# ----- Exercise 2.3: masks in PyTorch's opposite convention ------------------------------
+
+def _converted(attn_mask=None, key_padding_mask=None, *, invert=True, float_rule=lambda a: a == 0,
+               padding_index=(slice(None), None, None, slice(None)), combine=torch.logical_and):
+    """A conversion with one chosen rule at a time (the right ones by default)."""
+    mask = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            mask = ~attn_mask if invert else attn_mask
+        else:
+            mask = float_rule(attn_mask)
+    if key_padding_mask is not None:
+        keys = key_padding_mask[padding_index]
+        keys = ~keys if invert else keys
+        mask = keys if mask is None else combine(mask, keys)
+    return mask
+
+
+def test_from_torch_masks_checker_accepts_the_solution_and_other_ways(solutions, capsys):
+    assert_check_passes(lesson02.from_torch_masks, solutions["from_torch_masks"], capsys)
+    assert_check_passes(lesson02.from_torch_masks, _converted, capsys)
+    assert_check_passes(lesson02.from_torch_masks,
+                        lambda a=None, k=None: _converted(a, k, float_rule=torch.isfinite), capsys)
+    assert_check_passes(lesson02.from_torch_masks,
+                        lambda a=None, k=None: _converted(a, k, float_rule=lambda m: ~m.bool()), capsys)
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_the_converted_masks_give_nn_multihead_attentions_output(solutions, kind):
+    """The claim behind exercise 2.3: with the converted mask, attnlib's MultiHeadAttention equals
+    torch.nn.MultiheadAttention given the masks in torch's own convention (same weights)."""
+    torch.manual_seed(0)
+    B, Lq, Lk, D, H = 2, 4, 5, 8, 2
+    torch_mha = torch.nn.MultiheadAttention(D, H, batch_first=True).eval()
+    ours = attnlib.MultiHeadAttention(D, H).eval()
+    ours.load_state_dict(torch_mha.state_dict())
+    query, memory = torch.randn(B, Lq, D), torch.randn(B, Lk, D)  # (B, Lq, D), (B, Lk, D)
+    hidden = torch.ones(Lq, Lk, dtype=torch.bool).triu(diagonal=1)  # (Lq, Lk), True = not allowed
+    padding = torch.tensor([[False] * 4 + [True], [False] * 3 + [True] * 2])  # (B, Lk), True = padding
+    if kind == "bool":
+        attn_mask, torch_padding = hidden, padding
+    else:  # torch wants both masks of one type: additive floats, 0 or -inf
+        attn_mask = torch.zeros(Lq, Lk).masked_fill(hidden, float("-inf"))  # (Lq, Lk)
+        torch_padding = torch.zeros(B, Lk).masked_fill(padding, float("-inf"))  # (B, Lk)
+    expected, _ = torch_mha(query, memory, memory, attn_mask=attn_mask, key_padding_mask=torch_padding)
+    mask = solutions["from_torch_masks"](attn_mask, padding)  # (B, 1, Lq, Lk), True = may attend
+    torch.testing.assert_close(ours(query, memory, memory, mask=mask), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (lambda a=None, k=None: _converted(a, k, invert=False), ("keeps PyTorch's meaning", "Invert")),
+    (lambda a=None, k=None: _converted(a, k, float_rule=lambda m: m.bool()), ("-inf counts as True", "attn_mask == 0")),
+    (lambda a=None, k=None: _converted(a, k, float_rule=lambda m: ~m), ("raised an exception", "Tip:", "attn_mask == 0")),
+    (lambda a=None, k=None: _converted(a, k, float_rule=lambda m: m), ("dtype torch.float32", "boolean")),
+    (lambda a=None, k=None: _converted(a, k, padding_index=(slice(None), slice(None))),
+     ("shape (2, 5)", "does not broadcast", "key_padding_mask[:, None, None, :]")),
+    (lambda a=None, k=None: _converted(a, k, padding_index=(slice(None), None, slice(None), None)),
+     ("shape (2, 1, 5, 1)", "query axis")),
+    (lambda a=None, k=None: _converted(a, k, combine=torch.logical_or), ("*either*", "&, not |")),
+    (lambda a=None, k=None: _converted(a, None if a is not None else k), ("ignores key_padding_mask",)),
+    (lambda a=None, k=None: _converted(None if k is not None else a, k), ("ignores attn_mask",)),
+    (lambda a=None, k=None: _converted(a, k) if (a is not None or k is not None) else torch.tensor(True),
+     ("from_torch_masks(None, None) should return None",)),
+])
+def test_from_torch_masks_checker_names_the_classic_mistakes(wrong, fragments, capsys):
+    assert_check_fails(lesson02.from_torch_masks, wrong, capsys, *fragments)
+
+
+def test_from_torch_masks_checker_points_at_a_wrong_entry(capsys):
+    def one_entry_off(a=None, k=None):
+        mask = _converted(a, k)
+        if mask is not None and mask.dim() == 4:
+            mask = mask.clone()
+            mask[0, 0, 0, 0] = ~mask[0, 0, 0, 0]
+        return mask
+
+    assert_check_fails(lesson02.from_torch_masks, one_entry_off, capsys, "stretched to the scores' shape", "(0, 0, 0, 0)")
+
+
+# ----- every checker: odd answers, hints -----------------------------------------------------
+
+EXERCISES = [(lesson02.scale, "attention_scale"), (lesson02.local_causal_mask, "local_causal_mask"),
+             (lesson02.from_torch_masks, "from_torch_masks")]
+
+
+@pytest.mark.parametrize("exercise, function", EXERCISES)
+@pytest.mark.parametrize("answer", ["a string", 42, [1.0, 2.0], torch.zeros(3, dtype=torch.long), torch.zeros(2, 2),
+                                    np.zeros(3)])
+def test_checkers_explain_odd_answers_without_crashing(exercise, function, answer, capsys):
+    message = assert_check_fails(exercise, lambda *args, **kwargs: answer, capsys)
+    assert "could not be checked" not in message, message
+
+
+@pytest.mark.parametrize("exercise, function", EXERCISES)
+def test_checkers_report_exceptions_and_unsolved_stubs(exercise, function, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise.number} ({function}): replace this line with your solution")
+
+    assert_check_fails(exercise, stub, capsys, "not attempted")
+    assert_check_fails(exercise, lambda *args, **kwargs: [][1], capsys, "raised an exception", "IndexError")
+
+
+@pytest.mark.parametrize("exercise, function", EXERCISES)
+def test_hints_run_in_order_repeat_the_last_and_stop_short_of_the_solution(exercise, function, capsys):
+    exercise._hints_given = 0
+    total = len(exercise.hints)
+    assert 2 <= total <= 4
+    try:
         for i in range(total + 1):
-            checker.hint()
+            exercise.hint()
             out = capsys.readouterr().out
-            assert f"Hint {min(i + 1, total)}/{total} for Exercise {checker.number}" in out
-        checker._hints_given = 0
+            assert f"Hint {min(i + 1, total)}/{total} for Exercise {exercise.number}" in out
+    finally:
+        exercise._hints_given = 0
+    assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)

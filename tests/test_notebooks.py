@@ -70,8 +70,8 @@ def test_setup_cell_installs_this_release_from_the_repository_named_once():
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     generated = {"README.md"} | {p.relative_to(ROOT).as_posix() for p in ALL_NOTEBOOKS}
-    written = sorted(name for name in listed if (ROOT / name).is_file() and name not in generated
-                     and url in (ROOT / name).read_text(encoding="utf-8", errors="ignore"))
+    written = sorted({name for name in listed if (ROOT / name).is_file() and name not in generated
+                      and url in (ROOT / name).read_text(encoding="utf-8", errors="ignore")})
     assert written == ["pyproject.toml"], f"the repository URL must be set only in pyproject.toml: {written}"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for start, end in ((build_notebooks.TABLE_START, build_notebooks.TABLE_END),

@@ -1,7 +1,7 @@
 """Exercise checkers, one module per lesson: ``from attnlib.exercises import lesson02``.
 
 Each module holds :class:`Exercise` objects; a notebook's check cell calls
-``lesson02.softmax.check(my_softmax)`` and its hint cell ``lesson02.softmax.hint()``.
+``lesson02.scale.check(attention_scale)`` and its hint cell ``lesson02.scale.hint()``.
 """
 
 from ._core import CheckFailed, Exercise, Failure, Trial

@@ -30,11 +30,11 @@ vector_length = Exercise(
     title="vector length",
     test=_test_vector_length,
     hints=[
-        "The length of a vector x is the square root of the sum of its squared entries: "
-        "sqrt(x1² + x2² + ... + xd²).",
-        "Square every entry with `x ** 2`, add along the last dimension with `.sum(dim=-1)`, "
-        "then take `torch.sqrt(...)`. Working along dim=-1 makes it work for any batch shape.",
-        "return torch.sqrt((x ** 2).sum(dim=-1))",
+        "The length of a vector is the square root of the sum of its squared entries. By hand for "
+        "x = [3, 4]: squares [9, 16], their sum 25, its square root 5.",
+        "The same three steps in torch: `x ** 2` squares every entry (same shape); `.sum(dim=-1)` adds "
+        "along the last dimension, one number per vector (a plain `.sum()` would add everything into one "
+        "number); `torch.sqrt(...)` takes the root.",
     ],
     success="one length per vector, for any batch shape.",
 )
@@ -66,12 +66,12 @@ unit_vectors = Exercise(
     title="unit vectors",
     test=_test_unit_vectors,
     hints=[
-        "Divide every vector by its own length. Keep the length's dimension "
-        "(`keepdim=True`) so that (4, 6) / (4, 1) broadcasts.",
+        "Divide every vector by its own length. Keep the summed dimension when you compute the lengths, "
+        "`.sum(dim=-1, keepdim=True)`, so that (4, 6) / (4, 1) broadcasts.",
         "A zero vector has length 0, and 0 / 0 is NaN. Divide by "
         "`length.clamp_min(1e-12)` instead, so a zero vector stays zero.",
-        "length = torch.sqrt((x ** 2).sum(dim=-1, keepdim=True))\n"
-        "return x / length.clamp_min(1e-12)",
+        "With `length` of shape (..., 1) from the first hint, the key line is\n"
+        "return x / length.clamp_min(1e-12)  # (..., d) / (..., 1): each vector by its own length",
     ],
     success="unit length everywhere, and the zero vector stays zero (no NaN).",
 )

@@ -1,4 +1,4 @@
-"""Exercises of lesson 01 (dot products and similarity): batched dot products and scores."""
+"""Exercises of lesson 01 (dot products and similarity): a hand-made query, batched scores, cosines."""
 
 from __future__ import annotations
 
@@ -26,39 +26,87 @@ def _no_nan_from_zero_vector(t: Trial, got, what: str) -> None:
                  "gets cosine 0.")
 
 
-# ----- Exercise 1.1: dot ---------------------------------------------------------------
+# ----- Exercise 1.1: cat_query ---------------------------------------------------------
 
-def _test_dot(t: Trial, dot) -> None:
-    a = torch.tensor([1.0, 2.0, 3.0], device=t.device)  # (3,)
-    b = torch.tensor([4.0, -5.0, 6.0], device=t.device)  # (3,)
-    what = "dot([1, 2, 3], [4, -5, 6]) (= 1·4 + 2·(-5) + 3·6 = 12, a 0-d tensor)"
-    t.expect_tensor(t.call(dot, a, b, what=what), torch.tensor(12.0, device=t.device), what)
-
-    for shape, meaning in [((4, 6), "one dot product per row, shape (4,)"),
-                           ((2, 3, 5), "one dot product per vector along the last dimension, shape (2, 3)")]:
-        x, y = t.randn(*shape), t.randn(*shape)  # (..., d)
-        what = f"dot(a, b) for a, b of shape {shape} ({meaning})"
-        t.expect_tensor(t.call(dot, x, y, what=what), (x * y).sum(dim=-1), what)
-
-    if t.device.type != "mps":  # mps has no float64
-        x, y = t.randn(3, 7, dtype=torch.float64), t.randn(3, 7, dtype=torch.float64)  # (3, d)
-        what = "dot(a, b) for float64 inputs of shape (3, 7) (the result keeps the inputs' dtype)"
-        t.expect_tensor(t.call(dot, x, y, what=what), (x * y).sum(dim=-1), what)
+FEATURES = ("alive", "size", "speed", "furry")
+KEY_WORDS = ("mouse", "cat", "horse", "bicycle", "car", "truck")
+KEYS = (  # section 6's keys, one row per word, one column per feature
+    (1.0, -1.0, 0.0, 1.0),    # mouse
+    (1.0, -0.5, 0.3, 1.0),    # cat
+    (1.0, 1.0, 0.8, 0.3),     # horse
+    (-1.0, -0.5, 0.2, -1.0),  # bicycle
+    (-1.0, 0.5, 0.9, -1.0),   # car
+    (-1.0, 1.0, 0.4, -1.0),   # truck
+)
+CAT_MARGIN = 0.1  # the cat must beat every other key by at least this much
 
 
-dot = Exercise(
+def _scores_text(scores: torch.Tensor) -> str:
+    return ", ".join(f"{word} {s:.2f}" for word, s in zip(KEY_WORDS, scores.tolist()))
+
+
+def _test_cat_query(t: Trial, cat_query) -> None:
+    what = "cat_query()"
+    got = t.call(cat_query, what=what)
+    if isinstance(got, torch.Tensor):
+        got = got.detach().cpu()  # the query may live on any device; the check runs on the CPU
+    t.expect_tensor(got, torch.zeros(4), f"{what} (a query with one entry per feature: {', '.join(FEATURES)})",
+                    atol=math.inf, check_dtype=False)
+    t.expect(got.is_floating_point(),
+             f"{what} has dtype {got.dtype}; the keys are floats, so write the entries as floats "
+             "(1.0, not 1), e.g. torch.tensor([..., ...], dtype=torch.float32).")
+    query = got.double()  # (4,)
+    worst = int(query.abs().argmax())
+    t.expect(float(query.abs().max()) <= 1.0 + 1e-6,
+             f"every entry of the query must lie between -1 and 1 (otherwise any margin is easy: multiply the "
+             f"query by 100); yours has {float(query[worst]):.3g} for '{FEATURES[worst]}'.")
+
+    keys = torch.tensor(KEYS, dtype=torch.float64)  # (6, 4)
+    scores = keys @ query  # (6,)
+    cat = KEY_WORDS.index("cat")
+    best = int(scores.argmax())
+    if best != cat:
+        winner = KEY_WORDS[best]
+        lost = f"{winner} beats cat ({_scores_text(scores)})"
+        if torch.allclose(query, keys[cat]):
+            t.expect(False, f"the cat's own key as the query picks the {winner}: {lost}. Its size weight is "
+                     "negative (-0.5), so it rewards being small, and the mouse is smaller than the cat (-1 "
+                     "against -0.5): that gains the mouse more (0.25) than the cat's speed gains the cat (0.09). "
+                     "A dot product rewards going further in the query's direction, not matching it (the cosine "
+                     "would pick the cat). Design the query from the differences between the keys instead.")
+        if winner == "mouse":
+            t.expect(False, f"your query picks the mouse: {lost}. Mouse and cat differ only in size (cat -0.5, "
+                     "mouse -1) and speed (cat 0.3, mouse 0), so q·cat - q·mouse = 0.5·size + 0.3·speed: "
+                     "those two weights decide between them.")
+        if winner == "horse":
+            t.expect(False, f"your query picks the horse: {lost}. The horse is bigger (1 against -0.5) and "
+                     "faster (0.8 against 0.3) than the cat, but less furry (0.3 against 1): q·cat - q·horse = "
+                     "-1.5·size - 0.5·speed + 0.7·furry.")
+        t.expect(False, f"your query picks the {winner}: {lost}. Animals have alive = 1 and furry = 1, "
+                 "vehicles -1: positive weights on alive and furry keep the vehicles down.")
+    others = torch.cat([scores[:cat], scores[cat + 1:]])  # (5,)
+    margin = float(scores[cat] - others.max())
+    runner_up = [w for w in KEY_WORDS if w != "cat"][int(others.argmax())]
+    t.expect(margin >= CAT_MARGIN - 1e-9,
+             f"your query picks the cat, but only by {margin:.3f} over the {runner_up} ({_scores_text(scores)}); "
+             f"it must win by at least {CAT_MARGIN}. Which features make the cat differ from the {runner_up}?")
+
+
+cat_query = Exercise(
     number="1.1",
-    title="batched dot product",
-    test=_test_dot,
+    title="a query that finds the cat",
+    test=_test_cat_query,
     hints=[
-        "The dot product multiplies matching entries and adds them up: a1·b1 + a2·b2 + ... + ad·bd. "
-        "For batches, 'matching entries' are along the last dimension.",
-        "`a * b` multiplies entry by entry and keeps the shape (..., d). Then add along the last "
-        "dimension with `.sum(dim=-1)`, which leaves (...). A plain `.sum()` would add everything "
-        "into one number.",
-        "return (a * b).sum(dim=-1)",
+        "Compare two keys at a time. The cat beats the mouse when q·cat > q·mouse, that is when "
+        "q·(cat - mouse) > 0: only the features in which the two keys differ matter.",
+        "cat - mouse = [0, 0.5, 0.3, 0] and cat - horse = [0, -1.5, -0.5, 0.7] (alive, size, speed, furry). "
+        "Against the vehicles, alive and furry (+1 for animals, -1 for vehicles) already help: give them "
+        "weight 1.",
+        "Leave size at 0. Then q·(cat - mouse) = 0.3·speed and q·(cat - horse) = -0.5·speed + 0.7·furry. "
+        "Pick speed and furry in [-1, 1] that make both at least 0.1, then\n"
+        "return torch.tensor([alive, size, speed, furry])",
     ],
-    success="one dot product per pair of vectors, for any batch shape.",
+    success="the cat wins by a margin: a query describes what to look for, feature by feature.",
 )
 
 
@@ -115,7 +163,8 @@ one_query_scores = Exercise(
         "So turn each query into a column of shape (B, d, 1) with `query.unsqueeze(-1)`.",
         "The result (B, n, 1) has a column dimension of size 1 left over; `.squeeze(-1)` removes it. "
         "(`query @ keys.transpose(-2, -1)` would pair every query with every sequence's keys instead.)",
-        "return (keys @ query.unsqueeze(-1)).squeeze(-1)",
+        "The key line, then drop the leftover dimension:\n"
+        "scores = keys @ query.unsqueeze(-1)  # (B, n, d) @ (B, d, 1) -> (B, n, 1)",
     ],
     success="each sequence's query scored against its own keys, in one batched product.",
 )
@@ -188,9 +237,8 @@ cosine_scores = Exercise(
         "`unit_query @ unit_key.transpose(-2, -1)`.",
         "A zero vector has norm 0, and 0 / 0 is NaN. Divide by `norm.clamp_min(eps)` instead: a zero "
         "vector stays zero, and its dot product with anything is 0.",
-        "unit_query = query / query.norm(dim=-1, keepdim=True).clamp_min(eps)\n"
-        "unit_key = key / key.norm(dim=-1, keepdim=True).clamp_min(eps)\n"
-        "return unit_query @ unit_key.transpose(-2, -1)",
+        "The key line; do the same for key, then one matrix product as in section 4:\n"
+        "unit_query = query / query.norm(dim=-1, keepdim=True).clamp_min(eps)  # (..., Lq, d)",
     ],
     success="every query against every key, blind to length, and 0 for zero vectors.",
 )

@@ -1,44 +1,21 @@
-"""Exercises of lesson 02 (softmax and scaled dot-product attention).
+"""Exercises of lesson 02 (softmax and scaled dot-product attention): transfer its ideas.
 
-Each checker first looks for the classic mistakes of this lesson (softmax over the
-wrong dimension, no max subtraction, a mask read the wrong way round, a forgotten
-1/√d_k, ...) and names them; only then does it fall back to a plain comparison with
-PyTorch's own answer.
+The lesson derives softmax, the 1/√d_k scale and masks; the exercises ask for what it
+did not show: the scale when the inputs are not of variance one, a mask for a new
+pattern (a local window), and masks written in PyTorch's opposite convention. Each
+checker first looks for the classic mistakes (a forgotten σ, an off-by-one window, a
+mask read the wrong way round, padding on the wrong axis, ...) and names them; only
+then does it fall back to a plain comparison.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ._core import Exercise, Failure, Trial, close, comparable
-
-
-# ----- small helpers (never raise on a learner's odd result) ----------------------------
-def _has_nan(got) -> bool:
-    return isinstance(got, torch.Tensor) and got.is_floating_point() and bool(torch.isnan(got.detach()).any())
-
-
-_KEEPDIM_TIP = (
-    "must match the size of tensor",
-    "a reduction such as x.amax(dim=-1) or x.sum(dim=-1) drops that dimension; keep it with "
-    "keepdim=True so that (..., n) and (..., 1) broadcast row by row.",
-)
-_TRANSPOSE_TIP = (
-    "must match the size of tensor",
-    "with batch or head dimensions in front, `k.T` reverses *all* the dimensions; transpose only the last "
-    "two with `k.transpose(-2, -1)`. Reductions need keepdim=True to broadcast.",
-)
-_NONE_MASK_TIP = (
-    "'NoneType'",
-    "when mask is None there is nothing to hide: skip the masking step (`if mask is not None: ...`).",
-)
-
-_SOFTMAX_TIPS = (_KEEPDIM_TIP,)
-_MASKED_SOFTMAX_TIPS = (_KEEPDIM_TIP, _NONE_MASK_TIP)
-_ATTENTION_TIPS = (_TRANSPOSE_TIP, _NONE_MASK_TIP)
+from ._core import Exercise, Failure, Trial
 
 
 def _call(t: Trial, fn, *args, what: str, tips=()):
@@ -53,354 +30,264 @@ def _call(t: Trial, fn, *args, what: str, tips=()):
         raise
 
 
-def _reference_masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim where ``mask`` is True; rows with nothing allowed → zeros."""
-    filled = scores.masked_fill(~mask, float("-inf"))  # (..., Lk)
-    weights = torch.softmax(filled, dim=-1)  # (..., Lk), NaN on all-masked rows
-    return torch.nan_to_num(weights, nan=0.0)  # (..., Lk)
-
-
-def _reference_masked_softmax_or_plain(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """A correct exercise 2.2, standing in for the learner's when exercise 2.3 calls it."""
-    return torch.softmax(scores, dim=-1) if mask is None else _reference_masked_softmax(scores, mask)
-
-
-# ----- Exercise 2.1: a numerically stable softmax ---------------------------------------
-def _test_softmax(t: Trial, softmax) -> None:
-    x = t.randn(4, 7)  # (4, 7)
-    got = _call(t, softmax, x, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
-    expected = torch.softmax(x, dim=-1)  # (4, 7)
-    what = "my_softmax(x) for x of shape (4, 7)"
-    if comparable(got, expected) and not close(got, expected):
-        if close(got, torch.softmax(x, dim=0)):
-            t.expect(False, f"{what} normalises down the columns (dim=0). Softmax works along the last "
-                     "dimension: each row of scores becomes one row of weights. Use dim=-1 in max and sum.")
-        if close(got, torch.exp(x)) or close(got, torch.exp(x - x.amax(dim=-1, keepdim=True))):
-            t.expect(False, f"{what} returns exponentials that are not normalised: divide each row by "
-                     "its sum (`.sum(dim=-1, keepdim=True)`) so that it adds up to one.")
-        if close(got, torch.softmax(x.flatten(), dim=0).reshape(x.shape)):
-            t.expect(False, f"{what} normalises over the whole tensor, so only the grand total is one. "
-                     "Sum along the last dimension only, with keepdim=True.")
-        sums = got.detach().sum(dim=-1)  # (4,)
-        t.expect(torch.allclose(sums, torch.ones_like(sums), atol=1e-4),
-                 f"{what}: each row must sum to one, but the row sums are "
-                 f"{[round(s, 4) for s in sums.tolist()]}.")
-    t.expect_tensor(got, expected, what)
-
-    batch = t.randn(2, 3, 5)  # (2, 3, 5)
-    got = _call(t, softmax, batch, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
-    t.expect_tensor(got, torch.softmax(batch, dim=-1), "my_softmax(x) for x of shape (2, 3, 5)")
-
-    for row, size in (([1000.0, 999.0, 998.0], "large"), ([-1000.0, -1001.0, -1002.0], "very negative")):
-        x = torch.tensor([row], device=t.device)  # (1, 3)
-        got = _call(t, softmax, x, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
-        if isinstance(got, torch.Tensor) and got.is_floating_point() and not torch.isfinite(got.detach()).all():
-            kind = "overflows: exp(1000) is inf in float32 (anything above about 88.7 is), and inf/inf is NaN" \
-                if size == "large" else \
-                "underflows: exp(-1000) is 0, so every entry becomes 0/0 = NaN"
-            t.expect(False, f"my_softmax({row}) is not finite. With {size} scores the exponential {kind}. "
-                     "Subtract the row's maximum before exp: softmax(x) = softmax(x - c) for any constant c, "
-                     "and after the shift the largest exponent is exp(0) = 1.")
-        t.expect_tensor(got, torch.softmax(x, dim=-1), f"my_softmax(x) for x = [{row}]")
-
-    mixed = torch.tensor([[1000.0, 999.0, 998.0], [0.0, 1.0, 2.0]], device=t.device)  # (2, 3)
-    got = _call(t, softmax, mixed, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
-    if _has_nan(got) and bool(torch.isfinite(got.detach()[0]).all()):
-        t.expect(False, "my_softmax([[1000, 999, 998], [0, 1, 2]]) gives NaN in the second row: you subtract "
-                 "the maximum of the whole tensor (1000), so the second row underflows to 0/0. Subtract each "
-                 "row's own maximum: x.amax(dim=-1, keepdim=True).")
-    t.expect_tensor(got, torch.softmax(mixed, dim=-1), "my_softmax(x) for x = [[1000, 999, 998], [0, 1, 2]]")
-
-    double = t.randn(3, 4, dtype=torch.float64)  # (3, 4)
-    got = _call(t, softmax, double, what="my_softmax(x)", tips=_SOFTMAX_TIPS)
-    t.expect_tensor(got, torch.softmax(double, dim=-1), "my_softmax(x) for a float64 x of shape (3, 4)",
-                    atol=1e-10, rtol=1e-8)
-
-
-softmax = Exercise(
-    number="2.1",
-    title="a numerically stable softmax",
-    test=_test_softmax,
-    hints=[
-        "softmax(x)_i = exp(x_i) / Σ_j exp(x_j), along the last dimension. Work with dim=-1 and keepdim=True "
-        "so that a (..., n) tensor divided by a (..., 1) tensor broadcasts row by row.",
-        "Adding the same number to every score of a row does not change the softmax. Subtract the row's "
-        "maximum first: `x - x.amax(dim=-1, keepdim=True)`. Then every exponent is ≤ 0, so exp never "
-        "overflows, and the largest one is exp(0) = 1, so the sum is never 0.",
-        "shifted = x - x.amax(dim=-1, keepdim=True)  # (..., n)\n"
-        "exp = torch.exp(shifted)  # (..., n)\n"
-        "return exp / exp.sum(dim=-1, keepdim=True)  # (..., n)",
-    ],
-    success="stable for scores of any size, along the last dimension, for any batch shape.",
-)
-
-
-# ----- Exercise 2.2: softmax with a mask ------------------------------------------------
-def _test_masked_softmax(t: Trial, masked_softmax) -> None:
-    scores = t.randn(2, 3, 5)  # (2, 3, 5)
-    mask = t.rand(2, 3, 5) > 0.4  # (2, 3, 5)
-    mask[..., 0] = True  # every row may attend somewhere...
-    mask[..., 1] = False  # ...and hides something (so an inverted mask is recognisable)
-    what = "my_masked_softmax(scores, mask) for scores and mask of shape (2, 3, 5)"
-    got = _call(t, masked_softmax, scores, mask, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
-    expected = _reference_masked_softmax(scores, mask)  # (2, 3, 5)
-    if comparable(got, expected) and not close(got, expected):
-        if close(got, _reference_masked_softmax(scores, ~mask)):
-            t.expect(False, f"{what} keeps the positions where the mask is False. In this course (and in "
-                     "torch's scaled_dot_product_attention) True means 'may attend': hide where mask is False, "
-                     "e.g. scores.masked_fill(~mask, float('-inf')).")
-        if close(got, torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1)):
-            t.expect(False, f"{what} sets masked scores to 0, but exp(0) = 1, so masked positions still get "
-                     "weight. Set them to -inf instead: exp(-inf) = 0.")
-        if close(got, torch.softmax(scores, dim=-1) * mask):
-            t.expect(False, f"{what} zeroes the masked weights after the softmax, so the rows no longer sum "
-                     "to one. Hide the scores before the softmax (fill them with -inf), so the remaining "
-                     "weights share all the probability.")
-        leaked = got.detach().masked_select(~mask).abs()  # (number of masked entries,)
-        t.expect(not leaked.numel() or float(leaked.max()) == 0.0,
-                 f"{what} gives masked positions a weight of up to {float(leaked.max()):.3g}; it must be exactly 0.")
-    t.expect_tensor(got, expected, what)
-
-    padding = torch.tensor([[True, True, True, False, False]], device=t.device)  # (1, 5)
-    padding = padding[:, None, :]  # (1, 1, 5): one row per batch element, shared by every query
-    got = _call(t, masked_softmax, scores, padding, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
-    t.expect_tensor(got, _reference_masked_softmax(scores, padding),
-                    "my_masked_softmax(scores, mask) for scores (2, 3, 5) and a padding mask (1, 1, 5) "
-                    "that must broadcast")
-
-    huge = scores.clone()  # (2, 3, 5)
-    huge[..., 3:] = 1e4  # the masked positions hold the largest scores by far
-    got = _call(t, masked_softmax, huge, padding, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
-    expected = _reference_masked_softmax(huge, padding)  # (2, 3, 5)
-    if _has_nan(got) or (comparable(got, expected) and float(got.detach().sum()) < 0.5):
-        t.expect(False, "my_masked_softmax fails when the masked positions hold the largest scores (here 1e4): "
-                 "the allowed weights vanish. Take the maximum after masking, i.e. fill with -inf first, "
-                 "then subtract the maximum of what is left.")
-    t.expect_tensor(got, expected, "my_masked_softmax(scores, mask) when masked positions hold scores of 1e4")
-
-    empty_row = mask.clone()  # (2, 3, 5)
-    empty_row[1, 2] = False  # query 2 of batch 1 may attend to nothing
-    got = _call(t, masked_softmax, scores, empty_row, what="my_masked_softmax(scores, mask)", tips=_MASKED_SOFTMAX_TIPS)
-    if isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(scores.shape):
-        row = got.detach()[1, 2]  # (5,)
-        t.expect(not bool(torch.isnan(row).any()),
-                 "a row whose mask is all False gives NaN: exp(-inf) is 0 everywhere, so the softmax is 0/0. "
-                 "Return zeros for such a row (e.g. divide by the sum clamped to a tiny positive number, "
-                 "or replace the NaN with torch.nan_to_num).")
-        t.expect(not torch.allclose(row, torch.full_like(row, 1 / row.numel()), atol=1e-3),
-                 "a row whose mask is all False gets uniform weights (1/5 each): filling with a large "
-                 "negative number such as -1e9 instead of -inf makes such a row uniform. A query that may "
-                 "attend to nothing must get all-zero weights.")
-    t.expect_tensor(got, _reference_masked_softmax(scores, empty_row),
-                    "my_masked_softmax(scores, mask) when one row of the mask is all False")
-
-    got = _call(t, masked_softmax, scores, None, what="my_masked_softmax(scores, None)", tips=_MASKED_SOFTMAX_TIPS)
-    t.expect_tensor(got, torch.softmax(scores, dim=-1),
-                    "my_masked_softmax(scores, None) (no mask: a plain softmax)")
-
-
-masked_softmax = Exercise(
-    number="2.2",
-    title="softmax with a mask",
-    test=_test_masked_softmax,
-    hints=[
-        "True means 'may attend'. Give the hidden positions a score of -inf (`scores.masked_fill(~mask, "
-        "float('-inf'))`): exp(-inf) = 0, so they get weight 0 and the others still sum to one. Do nothing "
-        "when mask is None.",
-        "Then the stable softmax of exercise 2.1: subtract the row maximum, exp, divide by the row sum. "
-        "Two traps: take the maximum after masking; and a row that is all -inf has maximum -inf, so "
-        "`x - max` is NaN. Replace a non-finite maximum by 0 (torch.where(torch.isfinite(m), m, 0)), "
-        "and divide by `sum.clamp_min(1e-30)` so an empty row gives 0/tiny = 0.",
-        "if mask is not None:\n"
-        "    scores = scores.masked_fill(~mask, float('-inf'))  # (..., Lk)\n"
-        "row_max = scores.amax(dim=-1, keepdim=True)  # (..., 1)\n"
-        "row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))  # (..., 1)\n"
-        "exp = torch.exp(scores - row_max)  # (..., Lk)\n"
-        "return exp / exp.sum(dim=-1, keepdim=True).clamp_min(1e-30)  # (..., Lk)",
-    ],
-    success="masked positions get exactly 0, rows sum to one, and an empty row is zeros, not NaN.",
-)
-
-
-# ----- Exercise 2.3: scaled dot-product attention ---------------------------------------
-def _attention_variant(q, k, v, mask=None, scale=None, dim=-1):
-    """Attention with a chosen scale and softmax dimension, to recognise common mistakes."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # (..., Lq, Lk)
-    weights = torch.nan_to_num(torch.softmax(scores, dim=dim), nan=0.0)  # (..., Lq, Lk)
-    return weights @ v  # (..., Lq, d_v)
-
-
-def _test_attention(t: Trial, attention) -> None:
-    q = t.randn(2, 3, 4, 8)  # (B, H, Lq, d_k)
-    k = t.randn(2, 3, 6, 8)  # (B, H, Lk, d_k)
-    v = t.randn(2, 3, 6, 5)  # (B, H, Lk, d_v)
-    what = "my_attention(q, k, v) for q (2, 3, 4, 8), k (2, 3, 6, 8), v (2, 3, 6, 5)"
-    got = _call(t, attention, q, k, v, what="my_attention(q, k, v)", tips=_ATTENTION_TIPS)
-    if isinstance(got, tuple):
-        t.expect(False, f"{what} returned a tuple of {len(got)} items; return only the output tensor "
-                 "(B, H, Lq, d_v), not the weights.")
-    expected = F.scaled_dot_product_attention(q, k, v)  # (2, 3, 4, 5)
-    if comparable(got, expected) and not close(got, expected, atol=1e-4):
-        mistakes = (
-            (1.0, "forgot the scale: the scores must be divided by √d_k (here √8) before the softmax, "
-                  "otherwise their variance grows with d_k and the softmax saturates"),
-            (1.0 / 8, "divides the scores by d_k = 8; divide by its square root √d_k instead"),
-            (math.sqrt(8), "multiplies the scores by √d_k; divide by it instead"),
-            (1.0 / math.sqrt(5), "scales by 1/√d_v (5 = the values' size); the scale uses the size of "
-                                 "the queries and keys, d_k = q.shape[-1] = 8"),
-        )
-        for scale, message in mistakes:
-            if close(got, _attention_variant(q, k, v, scale=scale), atol=1e-4):
-                t.expect(False, f"{what} {message}.")
-        if close(got, _attention_variant(q, k, v, dim=-2), atol=1e-4):
-            t.expect(False, f"{what} takes the softmax over the queries (dim=-2). Each query's weights over "
-                     "the keys must sum to one: softmax over the last dimension (dim=-1).")
-    t.expect_tensor(got, expected, what, atol=1e-4)
-
-    padding = torch.tensor([[True] * 5 + [False], [True] * 4 + [False] * 2], device=t.device)  # (B, Lk)
-    padding = padding[:, None, None, :]  # (B, 1, 1, Lk): broadcast over heads and queries
-    what = "my_attention(q, k, v, mask) with a padding mask of shape (2, 1, 1, 6)"
-    got = _call(t, attention, q, k, v, padding, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=padding)  # (2, 3, 4, 5)
-    if comparable(got, expected) and not close(got, expected, atol=1e-4):
-        if close(got, _attention_variant(q, k, v), atol=1e-4):
-            t.expect(False, f"{what} ignores the mask: pass it on to the softmax (masked positions get -inf).")
-        if close(got, _attention_variant(q, k, v, mask=~padding), atol=1e-4):
-            t.expect(False, f"{what} attends to the positions where the mask is False. True means "
-                     "'may attend': hide the positions where the mask is False.")
-    t.expect_tensor(got, expected, what, atol=1e-4)
-
-    x = t.randn(1, 6, 8)  # (B, L, d): self-attention, queries = keys
-    values = t.randn(1, 6, 3)  # (B, L, d_v)
-    causal = torch.ones(6, 6, dtype=torch.bool, device=t.device).tril()  # (L, L)
-    what = "my_attention(x, x, v, causal_mask) with x (1, 6, 8) and a causal mask (6, 6)"
-    got = _call(t, attention, x, x, values, causal, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
-    expected = F.scaled_dot_product_attention(x, x, values, is_causal=True)  # (1, 6, 3)
-    if comparable(got, expected):
-        changed = values.clone()  # (1, 6, 3)
-        changed[:, 4:] += 10.0  # only the values at positions 4 and 5 change
-        again = _call(t, attention, x, x, changed, causal, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
-        if comparable(again, expected):
-            shift = (again.detach() - got.detach())[:, :4].abs().max().item()
-            t.expect(shift < 1e-4,
-                     f"{what}: changing only the values at positions 4 and 5 changed the outputs at positions "
-                     f"0–3 (by up to {shift:.3g}). With a causal mask a position must not see its future: "
-                     "check that the mask is applied, and that True means 'may attend'.")
-    t.expect_tensor(got, expected, what, atol=1e-4)
-
-    nothing = causal.clone()  # (L, L)
-    nothing[2] = False  # query 2 may attend to nothing
-    got = _call(t, attention, x, x, values, nothing, what="my_attention(q, k, v, mask)", tips=_ATTENTION_TIPS)
-    if isinstance(got, torch.Tensor) and tuple(got.shape) == (1, 6, 3):
-        t.expect(not _has_nan(got),
-                 "a query whose mask row is all False gets NaN. It must get a zero output: reuse your "
-                 "masked softmax from exercise 2.2 (or attnlib.masked_softmax), which gives such a row "
-                 "zero weights.")
-    expected = _attention_variant(x, x, values, mask=nothing)  # (1, 6, 3)
-    t.expect_tensor(got, expected, "my_attention(x, x, v, mask) when query 2 may attend to nothing", atol=1e-4)
-
-
-attention = Exercise(
-    number="2.3",
-    title="scaled dot-product attention",
-    test=_test_attention,
-    hints=[
-        "Three steps: scores = Q Kᵀ / √d_k with shape (..., Lq, Lk); weights = masked softmax of the "
-        "scores over the keys (the last dimension); output = weights @ V with shape (..., Lq, d_v).",
-        "Transpose only the last two dimensions of the keys, `k.transpose(-2, -1)`, so that any batch "
-        "or head dimensions in front stay where they are. d_k is `q.shape[-1]`, and the scale is "
-        "`1 / math.sqrt(d_k)`. For the mask, reuse your masked softmax from exercise 2.2.",
-        "scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Lq, Lk)\n"
-        "weights = my_masked_softmax(scores, mask)  # (..., Lq, Lk)\n"
-        "return weights @ v  # (..., Lq, d_v)",
-    ],
-    success="equal to torch's scaled_dot_product_attention, with and without masks; the future stays hidden.",
-    uses={"my_masked_softmax": _reference_masked_softmax_or_plain},
-)
-
-
-# ----- Exercise 2.4: a causal mask that also hides padding ------------------------------
-def _reference_causal_padding_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    positions = torch.arange(size, device=lengths.device)  # (L,)
-    real_key = positions[None, :] < lengths[:, None]  # (B, L)
-    past = torch.ones(size, size, dtype=torch.bool, device=lengths.device).tril()  # (L, L)
-    return past[None, :, :] & real_key[:, None, :]  # (B, L, L)
-
-
-def _test_causal_padding_mask(t: Trial, causal_padding_mask) -> None:
-    lengths = torch.tensor([5, 3, 1], device=t.device)  # (B,)
-    size = 5
-    what = "my_causal_padding_mask(lengths=[5, 3, 1], size=5)"
-    got = t.call(causal_padding_mask, lengths, size, what="my_causal_padding_mask(lengths, size)")
-    expected = _reference_causal_padding_mask(lengths, size)  # (3, 5, 5)
-    if got is None or not isinstance(got, torch.Tensor):
-        t.expect_tensor(got, expected, what)  # explains None / wrong type
-    t.expect(tuple(got.shape) == (3, 5, 5),
-             f"{what} has shape {tuple(got.shape)}; expected (B, L, L) = (3, 5, 5): one (query, key) "
-             "table per sequence.")
+def _expect_boolean_mask(t: Trial, got, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """``got`` must be a boolean tensor of ``shape`` on the CPU; say which of these it is not."""
+    if not isinstance(got, torch.Tensor):
+        t.expect_tensor(got, torch.zeros(shape, dtype=torch.bool), what)  # explains None, lists, arrays
+    t.expect(tuple(got.shape) == shape, f"{what} has shape {tuple(got.shape)}; expected {shape}.")
     t.expect(got.dtype == torch.bool,
              f"{what} has dtype {got.dtype}; a mask must be boolean (True = may attend). Build it from "
-             "comparisons and & (or convert with .bool()).")
-    t.expect(got.device == expected.device,
-             f"{what} is on {got.device}; expected {expected.device} (create tensors with device=lengths.device).")
-    if torch.equal(got, expected):
-        pass
-    elif torch.equal(got, ~expected):
-        t.expect(False, f"{what} is inverted: True must mean 'may attend', the convention of "
-                 "torch.nn.functional.scaled_dot_product_attention.")
-    else:
-        positions = torch.arange(size, device=t.device)  # (L,)
-        real = positions[None, :] < lengths[:, None]  # (B, L)
-        past = torch.ones(size, size, dtype=torch.bool, device=t.device).tril()  # (L, L)
-        future = torch.ones(size, size, dtype=torch.bool, device=t.device).triu()  # (L, L)
+             "comparisons combined with & (or convert with .bool()).")
+    t.expect(got.device.type == "cpu",
+             f"{what} is on {got.device}; expected the CPU (create it on the `device` you are given, "
+             "which is None here).")
+    return got
+
+
+def _first_difference(got: torch.Tensor, expected: torch.Tensor) -> str:
+    bad = (got != expected).nonzero()  # (number of wrong entries, ndim)
+    where = tuple(int(n) for n in bad[0])
+    return (f"wrong at {len(bad)} of {expected.numel()} entries; the first is at index {where}: "
+            f"got {bool(got[where])}, expected {bool(expected[where])}")
+
+
+# ----- Exercise 2.1: the scale for inputs of variance σ² ---------------------------------
+_SQRT_TIP = (
+    "must be Tensor",
+    "d_k and sigma are plain Python numbers: use math.sqrt (torch.sqrt needs a tensor).",
+)
+
+
+def _reference_scale(d_k: int, sigma: float) -> float:
+    return 1.0 / (sigma ** 2 * math.sqrt(d_k))  # Var(q·k) = d_k σ⁴
+
+
+def _scaled_variance(t: Trial, scale: float, d_k: int, sigma: float, pairs: int = 20_000) -> float:
+    """The variance of ``scale · q·k`` over random pairs whose entries have variance σ²."""
+    q = sigma * t.randn(pairs, d_k, dtype=torch.float64)  # (N, d_k)
+    k = sigma * t.randn(pairs, d_k, dtype=torch.float64)  # (N, d_k)
+    return float((scale * (q * k).sum(dim=-1)).var())
+
+
+def _as_number(got) -> float | None:
+    """``got`` as a float when it is one real number (Python, numpy or a 1-element tensor), else None."""
+    if isinstance(got, torch.Tensor):
+        return float(got.item()) if got.numel() == 1 and not got.dtype == torch.bool else None
+    if isinstance(got, np.ndarray):
+        return float(got.item()) if got.size == 1 else None
+    if isinstance(got, (int, float, np.integer, np.floating)) and not isinstance(got, bool):
+        return float(got)
+    return None
+
+
+def _test_scale(t: Trial, attention_scale) -> None:
+    for d_k, sigma in ((16, 3.0), (64, 1.0), (256, 0.5), (8, 2.0)):  # σ ≠ 1 first: it tells mistakes apart
+        what = f"attention_scale(d_k={d_k}, sigma={sigma})"
+        got = _call(t, attention_scale, d_k, sigma, what=what, tips=(_SQRT_TIP,))
+        expected = _reference_scale(d_k, sigma)
+        number = _as_number(got)
+        if number is not None and math.isfinite(number) and not math.isclose(number, expected, rel_tol=1e-4):
+            variance = _scaled_variance(t, number, d_k, sigma)
+            measured = (f"(with it, the scores of 20 000 random pairs whose entries have variance σ² = "
+                        f"{sigma ** 2:g} come out with variance {variance:.3g}, not 1)")
+            mistakes = (
+                (1 / math.sqrt(d_k), "ignores σ: 1/√d_k is right only for σ = 1. Each entry now has "
+                                     "variance σ², so each product q_i·k_i has a different variance"),
+                (1 / (sigma * math.sqrt(d_k)), "divides by σ once, but both q and k carry a σ: each product "
+                                               "q_i·k_i has variance σ²·σ² = σ⁴"),
+                (1 / (sigma ** 2 * d_k), "divides by d_k: the variance of q·k grows like d_k, so its "
+                                         "standard deviation grows like √d_k"),
+                (1 / (sigma ** 4 * d_k), "divides by the variance, d_k·σ⁴; the scale divides by the "
+                                         "standard deviation, its square root"),
+                (1 / (sigma ** 4 * math.sqrt(d_k)), "has σ⁴ where σ² belongs: σ⁴ is the variance of one "
+                                                    "product; the standard deviation of the sum has σ²"),
+                (sigma ** 2 / math.sqrt(d_k), "multiplies by σ² instead of dividing by it"),
+                (sigma ** 2 * math.sqrt(d_k), "is the standard deviation of q·k itself; the scale is one "
+                                              "over it"),
+            )
+            for wrong, message in mistakes:
+                if math.isclose(number, wrong, rel_tol=1e-4):
+                    t.expect(False, f"{what} = {number:.4g} {message} {measured}.")
+            t.expect(False, f"{what} is {number:.4g} {measured}.")
+        t.expect_number(got, expected, what, atol=0.0, rtol=1e-4)
+
+
+scale = Exercise(
+    number="2.1",
+    title="the scale for inputs of variance σ²",
+    test=_test_scale,
+    hints=[
+        "q·k = q_1 k_1 + ... + q_d k_d, a sum of d_k independent products. Start with one product: its mean "
+        "is E[q_i]·E[k_i] = 0, and its variance is E[(q_i k_i)²] = E[q_i²]·E[k_i²].",
+        "E[q_i²] is the variance plus the squared mean: σ² + 0. So each product has variance σ²·σ² = σ⁴, and "
+        "the variances of the d_k independent products add up: Var(q·k) = d_k·σ⁴.",
+        "Multiplying by a number c multiplies the variance by c². Choose c so that c²·d_k·σ⁴ = 1, and check "
+        "that your formula gives 1/√d_k for σ = 1.",
+    ],
+    success="the scores are back at variance 1, whatever the size of the entries.",
+)
+
+
+# ----- Exercise 2.2: a local-window causal mask ---------------------------------------
+def _reference_local_mask(size: int, window: int) -> torch.Tensor:
+    i = torch.arange(size)[:, None]  # (L, 1): query positions
+    j = torch.arange(size)[None, :]  # (1, L): key positions
+    return (j <= i) & (j > i - window)  # (L, L)
+
+
+def _test_local_mask(t: Trial, local_causal_mask) -> None:
+    for size, window in ((6, 3), (5, 1), (7, 2), (4, 10)):
+        what = f"local_causal_mask(size={size}, window={window})"
+        got = t.call(local_causal_mask, size, window, what=what)
+        got = _expect_boolean_mask(t, got, (size, size), what)
+        expected = _reference_local_mask(size, window)  # (L, L)
+        if torch.equal(got, expected):
+            continue
+        i = torch.arange(size)[:, None]  # (L, 1)
+        j = torch.arange(size)[None, :]  # (1, L)
+        causal = j <= i  # (L, L)
         known = (
-            (real[:, None, :].expand(3, size, size),
-             "hides padding but not the future: combine it with the causal part, key j ≤ query i (torch.tril)"),
-            (past.expand(3, size, size),
-             "is causal but ignores the lengths: keys at positions ≥ length are padding and must be hidden"),
-            (future[None] & real[:, None, :],
-             "lets each query see the future instead of the past: a query i may attend to keys j ≤ i "
-             "(lower triangle, torch.tril), not j ≥ i"),
-            (expected & real[:, :, None],  # with a causal mask, the same as padding only the rows
-             "hides the padded queries (whole rows). Only keys need hiding, so the (B, L) padding mask goes "
-             "in the last dimension, real[:, None, :]: a padded query's output is ignored later anyway, "
-             "and an all-False row would leave it nothing to attend to"),
+            (~expected, "is inverted: True must mean 'may attend', the convention of this course and of "
+                        "torch.nn.functional.scaled_dot_product_attention"),
+            (causal & (j >= i - window), f"lets each query see {window + 1} positions, one too many: the window "
+                                         "counts the query itself, so query i sees keys i - window + 1 to i "
+                                         "(j > i - window, not j >= i - window)"),
+            (causal & (j > i - window + 1), f"lets each query see only {window - 1} position(s), one too few: "
+                                            "query i sees itself and the window - 1 keys before it"),
+            ((i - j).abs() < window, "looks both ways: keys after the query are visible. The window is "
+                                     "causal: keep j <= i as well"),
+            (causal, "is the plain causal mask: the window is missing, so far-away keys stay visible"),
+            ((j > i - window), "hides nothing in the future: combine the window with the causal part, j <= i"),
+            ((j >= i) & (j < i + window), "looks forward instead of back: query i may see keys i - window + 1 "
+                                          "to i, not i to i + window - 1"),
         )
         for wrong, message in known:
             if torch.equal(got, wrong):
                 t.expect(False, f"{what} {message}.")
-        bad = (got != expected).nonzero()  # (number of wrong entries, 3)
-        b, i, j = (int(n) for n in bad[0])
-        t.expect(False, f"{what} is wrong at {len(bad)} of {expected.numel()} entries; the first is "
-                 f"sequence {b}, query {i}, key {j}: got {bool(got[b, i, j])}, expected {bool(expected[b, i, j])}.")
-
-    got = t.call(causal_padding_mask, torch.tensor([2, 4], device=t.device), 4,
-                 what="my_causal_padding_mask(lengths, size)")
-    expected = _reference_causal_padding_mask(torch.tensor([2, 4], device=t.device), 4)  # (2, 4, 4)
-    t.expect(isinstance(got, torch.Tensor) and got.dtype == torch.bool and tuple(got.shape) == (2, 4, 4)
-             and got.device == expected.device and torch.equal(got, expected),
-             "my_causal_padding_mask(lengths=[2, 4], size=4) is wrong (it must not depend on fixed sizes: "
-             "use `size` and `lengths` only).")
+        t.expect(False, f"{what} is {_first_difference(got, expected)}.")
 
 
-causal_padding_mask = Exercise(
-    number="2.4",
-    title="a causal mask that also hides padding",
-    test=_test_causal_padding_mask,
+local_causal_mask = Exercise(
+    number="2.2",
+    title="a local-window causal mask",
+    test=_test_local_mask,
     hints=[
-        "Two masks, combined with &. The causal one is (L, L): True where key j ≤ query i "
-        "(`torch.ones(L, L, dtype=torch.bool).tril()`). The padding one is (B, L): True where the key is "
-        "a real token, i.e. its position is < the sequence's length.",
-        "Positions: `torch.arange(size, device=lengths.device)` (L,). Compare (1, L) with (B, 1) to get "
-        "(B, L). Padding concerns keys, so it goes in the last dimension: (B, 1, L). Then (1, L, L) & "
-        "(B, 1, L) broadcasts to (B, L, L).",
-        "positions = torch.arange(size, device=lengths.device)  # (L,)\n"
-        "real_key = positions[None, :] < lengths[:, None]  # (B, L)\n"
-        "past = torch.ones(size, size, dtype=torch.bool, device=lengths.device).tril()  # (L, L)\n"
-        "return past[None, :, :] & real_key[:, None, :]  # (B, L, L)",
+        "Build it from positions: `i = torch.arange(size, device=device)[:, None]` is a column of query "
+        "positions (L, 1), `j = torch.arange(size, device=device)[None, :]` a row of key positions (1, L). "
+        "Comparisons between them broadcast to (L, L).",
+        "Two conditions, combined with &: the key is not in the future (j <= i), and it is one of the last "
+        "`window` positions. Count on an example: with window 3, query 5 may see keys 3, 4 and 5.",
+        "The key line: section 9's causal part, and the window on top of it.\n"
+        "return (j <= i) & (j > i - window)  # (L, L)",
     ],
-    success="each query sees itself, its past, and no padding.",
+    success="each position sees itself and the window - 1 positions before it, nothing else.",
+)
+
+
+# ----- Exercise 2.3: masks in PyTorch's opposite convention --------------------------------
+B, H, LQ, LK = 2, 3, 4, 5  # the scores these masks must fit: (B, H, Lq, Lk)
+_INVERT_FLOAT_TIP = (
+    "only implemented on integer and Boolean",
+    "a float mask cannot be inverted with ~. Compare it instead: a float attn_mask allows a position "
+    "where it is 0 (`attn_mask == 0`).",
+)
+
+
+def _torch_masks() -> dict[str, torch.Tensor]:
+    """PyTorch-style masks for (B, H, Lq, Lk) scores: True (or -inf) = hidden."""
+    hidden_future = torch.ones(LQ, LK, dtype=torch.bool).triu(diagonal=1)  # (Lq, Lk), True = not allowed
+    additive = torch.zeros(LQ, LK).masked_fill(hidden_future, float("-inf"))  # (Lq, Lk), 0 or -inf
+    padding = torch.tensor([[False] * 4 + [True], [False] * 2 + [True] * 3])  # (B, Lk), True = padding
+    return {"bool": hidden_future, "float": additive, "padding": padding}
+
+
+def _reference_from_torch(attn_mask, key_padding_mask):
+    mask = None
+    if attn_mask is not None:
+        mask = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask == 0  # (Lq, Lk)
+    if key_padding_mask is not None:
+        keys = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        mask = keys if mask is None else mask & keys  # (B, 1, Lq, Lk)
+    return mask
+
+
+def _on_scores(mask: torch.Tensor) -> torch.Tensor:
+    """A mask stretched to the scores' shape (B, H, Lq, Lk)."""
+    return torch.broadcast_to(mask, (B, H, LQ, LK))
+
+
+def _test_from_torch_masks(t: Trial, from_torch_masks) -> None:
+    masks = _torch_masks()
+    cases = (
+        (None, masks["padding"], "key_padding_mask only (B, Lk) = (2, 5)"),
+        (masks["bool"], None, "a boolean attn_mask only (Lq, Lk) = (4, 5)"),
+        (masks["float"], None, "a float attn_mask only (0 = allowed, -inf = hidden)"),
+        (masks["bool"], masks["padding"], "a boolean attn_mask and a key_padding_mask"),
+        (masks["float"], masks["padding"], "a float attn_mask and a key_padding_mask"),
+    )
+    for attn_mask, key_padding_mask, case in cases:
+        what = f"from_torch_masks with {case}"
+        got = _call(t, from_torch_masks, attn_mask, key_padding_mask, what=what, tips=(_INVERT_FLOAT_TIP,))
+        expected = _on_scores(_reference_from_torch(attn_mask, key_padding_mask))  # (B, H, Lq, Lk)
+        if got is None or not isinstance(got, torch.Tensor):
+            t.expect_tensor(got, expected, what)  # explains None, lists, arrays
+        t.expect(got.dtype == torch.bool,
+                 f"{what} has dtype {got.dtype}; this course's masks are boolean, True = may attend. "
+                 "(A float attn_mask is converted by comparing it, e.g. `attn_mask == 0`.)")
+        try:
+            stretched = _on_scores(got)  # (B, H, Lq, Lk)
+        except RuntimeError:
+            tip = ""
+            if tuple(got.shape) == (B, LK):
+                tip = (" A (B, Lk) mask lines up with the scores from the right, so B would meet Lq: insert "
+                       "the head and query dimensions, key_padding_mask[:, None, None, :] (B, 1, 1, Lk).")
+            elif tuple(got.shape)[-2:] == (LK, 1):
+                tip = (" The padding sits on the query axis (rows): key_padding_mask says which *keys* are "
+                       "padding, so it belongs in the last dimension, key_padding_mask[:, None, None, :].")
+            t.expect(False, f"{what} has shape {tuple(got.shape)}, which does not broadcast against scores "
+                     f"of shape (B, H, Lq, Lk) = {(B, H, LQ, LK)}.{tip}")
+        if torch.equal(stretched, expected):
+            continue
+        if attn_mask is not None and attn_mask.is_floating_point() and key_padding_mask is None:
+            if torch.equal(stretched, _on_scores(attn_mask.bool())):
+                t.expect(False, f"{what} is True where the float mask is -inf, i.e. where attention is hidden "
+                         "(`attn_mask.bool()` does that: -inf counts as True). Allowed positions are where the "
+                         "float mask is 0: `attn_mask == 0`.")
+        if torch.equal(stretched, ~expected):
+            t.expect(False, f"{what} keeps PyTorch's meaning: there True means hidden, here True means "
+                     "'may attend'. Invert the boolean masks with ~.")
+        if key_padding_mask is not None and attn_mask is not None:
+            allowed_attn = _reference_from_torch(attn_mask, None)  # (Lq, Lk)
+            allowed_keys = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
+            if torch.equal(stretched, _on_scores(allowed_attn | allowed_keys)):
+                t.expect(False, f"{what} lets a key through when *either* mask allows it. A key may be "
+                         "attended only if both allow it: combine with &, not |.")
+            if torch.equal(stretched, _on_scores(allowed_attn)):
+                t.expect(False, f"{what} ignores key_padding_mask when attn_mask is given: combine both.")
+            if torch.equal(stretched, _on_scores(allowed_keys)):
+                t.expect(False, f"{what} ignores attn_mask when key_padding_mask is given: combine both.")
+        t.expect(False, f"{what}, stretched to the scores' shape {(B, H, LQ, LK)}, is "
+                 f"{_first_difference(stretched, expected)}.")
+
+    what = "from_torch_masks(None, None)"
+    got = _call(t, from_torch_masks, None, None, what=what, tips=(_INVERT_FLOAT_TIP,))
+    t.expect(got is None, f"{what} should return None (no mask: nothing is hidden), not {type(got).__name__}.")
+
+
+from_torch_masks = Exercise(
+    number="2.3",
+    title="masks in PyTorch's opposite convention",
+    test=_test_from_torch_masks,
+    hints=[
+        "Two differences from this course's convention. True means *hidden*: invert a boolean mask with `~`. "
+        "A float attn_mask is *added* to the scores: a position is allowed where it is 0 and hidden where it "
+        "is -inf; `~` does not work on floats, so compare instead, `attn_mask == 0`.",
+        "key_padding_mask (B, Lk) is about keys, so it must line up with the last dimension of the scores "
+        "(B, H, Lq, Lk). Insert the head and query dimensions: `key_padding_mask[:, None, None, :]` is "
+        "(B, 1, 1, Lk).",
+        "A key may be attended only if both masks allow it: combine the converted masks with `&`; "
+        "(Lq, Lk) & (B, 1, 1, Lk) broadcasts to (B, 1, Lq, Lk). A missing mask (None) hides nothing, and "
+        "with neither mask return None.",
+    ],
+    success="PyTorch's masks in this course's convention, on the right axes, combined with &.",
 )
