@@ -6,7 +6,9 @@ per family of tasks:
 * :mod:`~attnlib.data.examples`: token ids (``PAD``, ``BOS``, ``EOS``), ``Example``,
   ``SequenceDataset``, ``split_dataset``, readable token names;
 * :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
-* :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop.
+* :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop;
+* :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
+  (is each token the maximum? two-key recall).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -25,6 +27,7 @@ from .examples import (
     token_names,
 )
 from .sequences import associative_recall_task, copy_task, reverse_task
+from .token_tasks import maximum_task, two_key_recall_task
 
 __all__ = [
     "BOS",
@@ -40,8 +43,10 @@ __all__ = [
     "collate",
     "copy_task",
     "epochs",
+    "maximum_task",
     "reverse_task",
     "split_dataset",
     "to_text",
     "token_names",
+    "two_key_recall_task",
 ]
