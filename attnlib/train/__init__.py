@@ -2,12 +2,16 @@
 
 * :mod:`~attnlib.train.loop`: :func:`fit` and the :class:`History` it returns;
 * :mod:`~attnlib.train.checkpoints`: atomic :func:`save_checkpoint` and a
-  :func:`load_checkpoint` that explains what is wrong with a file.
+  :func:`load_checkpoint` that explains what is wrong with a file;
+* :mod:`~attnlib.train.schedules`: learning rates with warm-up (:func:`linear_warmup`,
+  and the Transformer paper's :func:`transformer_lr` / :func:`transformer_schedule`).
 
 Everything is importable from ``attnlib.train`` directly, e.g. ``train.fit``.
 """
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .loop import History, fit
+from .schedules import linear_warmup, transformer_lr, transformer_schedule
 
-__all__ = ["CheckpointError", "History", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "History", "fit", "linear_warmup", "load_checkpoint", "save_checkpoint",
+           "transformer_lr", "transformer_schedule"]
