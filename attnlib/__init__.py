@@ -7,9 +7,10 @@ lessons build on tested code. Everything runs on cuda, mps or cpu.
 from .additive_attention import AdditiveAttention
 from .attention import causal_mask, scaled_dot_product_attention
 from .device import describe_environment, get_device, seed_everything
+from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .multi_head import MultiHeadAttention
-from .positions import sinusoidal_positional_encoding
+from .positions import alibi_bias, alibi_slopes, apply_rope, sinusoidal_positional_encoding
 from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
@@ -22,9 +23,13 @@ __all__ = [
     "AdditiveAttention",
     "DecoderLayer",
     "EncoderLayer",
+    "KVCache",
     "MultiHeadAttention",
     "QKVProjection",
     "Seq2Seq",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
     "causal_mask",
     "cosine_similarity",
     "data",

@@ -45,6 +45,7 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    bias: torch.Tensor | None = None,
 ):
     """Attend from every query to the keys and return the weighted sum of the values.
 
@@ -58,6 +59,9 @@ def scaled_dot_product_attention(
     * ``scale``: multiplies the scores; defaults to ``1/√d_k``.
     * ``dropout_p``: probability of dropping each attention weight (as torch does, it
       applies whenever it is above zero; pass 0 at evaluation time).
+    * ``bias``: a float tensor broadcastable to ``(..., Lq, Lk)``, added to the scaled
+      scores before the softmax (ALiBi's distance penalty, lesson 07). The fused kernel
+      still runs: it takes the bias as its additive mask.
 
     A query that may attend to nothing gets zero output and zero weights, never NaN.
     Matches ``torch.nn.functional.scaled_dot_product_attention`` wherever torch
@@ -69,6 +73,8 @@ def scaled_dot_product_attention(
     scores_shape = (*batch, lq, lk)
     if mask is not None:
         check_mask(mask, scores_shape, query.device)
+    if bias is not None:
+        bias = _check_bias(bias, scores_shape, query)  # (..., Lq, Lk) broadcastable, query's dtype
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
 
@@ -77,7 +83,9 @@ def scaled_dot_product_attention(
             mask = _with_causal(mask, lq, lk, query.device)  # (..., Lq, Lk)
         if mask is not None:
             mask = torch.broadcast_to(mask, scores_shape)  # (..., Lq, Lk)
-        return _readable_attention(query, key, value, mask, scale, dropout_p, return_weights)
+        return _readable_attention(query, key, value, mask, scale, dropout_p, return_weights, bias)
+    if bias is not None:
+        return _fused_attention_with_bias(query, key, value, mask, causal, scale, dropout_p, batch, bias)
     return _fused_attention(query, key, value, mask, causal, scale, dropout_p, batch)
 
 
@@ -87,11 +95,13 @@ def _with_causal(mask, lq: int, lk: int, device) -> torch.Tensor:
     return future_hidden if mask is None else mask & future_hidden  # (..., Lq, Lk)
 
 
-def _readable_attention(query, key, value, mask, scale, dropout_p, return_weights):
-    """The three steps of lesson 02: scores, masked softmax, weighted sum."""
+def _readable_attention(query, key, value, mask, scale, dropout_p, return_weights, bias=None):
+    """The three steps of lesson 02: scores, masked softmax, weighted sum (plus a score bias, if any)."""
     half = query.dtype in (torch.float16, torch.bfloat16)
     q, k = (query.float(), key.float()) if half else (query, key)  # avoid fp16 overflow in Q Kᵀ
     scores = dot_product_scores(q, k, scale)  # (..., Lq, Lk)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)  # (..., Lq, Lk): e.g. ALiBi's -slope · distance
     weights = masked_softmax(scores, mask)  # (..., Lq, Lk), rows sum to 1 (or are all 0)
     if dropout_p > 0:
         weights = F.dropout(weights, p=dropout_p)  # (..., Lq, Lk)
@@ -124,6 +134,46 @@ def _fused_attention(query, key, value, mask, causal, scale, dropout_p, batch):
     safe_mask = mask | ~sees_something  # (..., Lq or 1, Lk): empty rows attend everywhere
     output = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout_p, scale=scale)
     return output.masked_fill(~sees_something, 0.0)  # (..., Lq, d_v): and then get zeros
+
+
+def _fused_attention_with_bias(query, key, value, mask, causal, scale, dropout_p, batch, bias):
+    """The fused kernel with an additive float mask: the bias, with -inf where ``mask``/``causal`` forbid.
+
+    The kernel accepts either ``is_causal`` or a mask, not both, so causality joins the mask
+    here. Queries that may attend to nothing are found on the boolean mask, as in
+    :func:`_fused_attention`, and get zeros.
+    """
+    lq, lk = query.shape[-2], key.shape[-2]
+    q = query if query.shape[:-2] == batch else query.expand(*batch, *query.shape[-2:])  # (..., Lq, d_k)
+    k = key if key.shape[:-2] == batch else key.expand(*batch, *key.shape[-2:])  # (..., Lk, d_k)
+    v = value if value.shape[:-2] == batch else value.expand(*batch, *value.shape[-2:])  # (..., Lk, d_v)
+    if causal:
+        mask = _with_causal(mask, lq, lk, query.device)  # (..., Lq, Lk)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    sees_something = mask.any(dim=-1, keepdim=True)  # (..., Lq or 1, 1)
+    safe_mask = mask | ~sees_something  # (..., Lq or 1, Lk): empty rows attend everywhere (kept finite)
+    minus_inf = torch.tensor(float("-inf"), dtype=bias.dtype, device=bias.device)  # ()
+    additive = torch.where(safe_mask, bias, minus_inf)  # (..., Lq, Lk): the bias where allowed, -inf elsewhere
+    output = F.scaled_dot_product_attention(q, k, v, attn_mask=additive, dropout_p=dropout_p, scale=scale)
+    return output.masked_fill(~sees_something, 0.0)  # (..., Lq, d_v): and then get zeros
+
+
+def _check_bias(bias, scores_shape: tuple[int, ...], query: torch.Tensor) -> torch.Tensor:
+    """A score bias must be a float tensor broadcastable to the scores, on the query's device."""
+    require_float(require_tensor(bias, "bias"), "bias")
+    try:
+        shape = torch.broadcast_shapes(tuple(bias.shape), scores_shape)
+    except RuntimeError:
+        shape = None
+    if shape != scores_shape:
+        raise ValueError(
+            f"bias of shape {tuple(bias.shape)} must broadcast to the scores' shape {scores_shape} "
+            "(..., Lq, Lk), and not beyond it"
+        )
+    if bias.device != query.device:
+        raise ValueError(f"bias is on {bias.device} but the query is on {query.device}")
+    return bias.to(query.dtype)
 
 
 def _check_inputs(query, key, value, causal, scale, dropout_p):

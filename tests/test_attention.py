@@ -259,3 +259,62 @@ class TestErrors:
             attnlib.scaled_dot_product_attention(q, k, v, scale="big")
         with pytest.raises(TypeError, match="causal must be True or False"):
             attnlib.scaled_dot_product_attention(q, k, v, causal=1)
+
+
+# ----- an additive score bias (ALiBi, lesson 07) ----------------------------------------------
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_bias_is_added_to_the_scaled_scores_like_torchs_float_mask(return_weights):
+    q, k, v = qkv(2, 3, lq=5, lk=7)
+    bias = torch.randn(3, 5, 7)  # (H, Lq, Lk), broadcast over the batch
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    got = attnlib.scaled_dot_product_attention(q, k, v, bias=bias, return_weights=return_weights)
+    torch.testing.assert_close(got[0] if return_weights else got, expected)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_bias_with_mask_and_causal(return_weights):
+    q, k, v = qkv(2, 3, lq=6, lk=6)
+    bias = torch.randn(3, 6, 6)
+    padding = (torch.arange(6)[None, :] < torch.tensor([6, 4])[:, None])[:, None, None, :]  # (B, 1, 1, Lk)
+    allowed = padding & torch.ones(6, 6, dtype=torch.bool).tril()  # (B, 1, Lq, Lk)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~allowed, float("-inf")))
+    got = attnlib.scaled_dot_product_attention(q, k, v, padding, causal=True, bias=bias,
+                                               return_weights=return_weights)
+    torch.testing.assert_close(got[0] if return_weights else got, expected)
+
+
+def test_bias_keeps_fully_masked_queries_at_zero():
+    q, k, v = qkv(2, lq=4, lk=5)
+    mask = torch.ones(2, 4, 5, dtype=torch.bool)
+    mask[1, 2] = False  # query 2 of example 1 may attend to nothing
+    bias = torch.randn(4, 5)
+    for return_weights in (False, True):
+        got = attnlib.scaled_dot_product_attention(q, k, v, mask, bias=bias, return_weights=return_weights)
+        out = got[0] if return_weights else got
+        assert torch.isfinite(out).all() and (out[1, 2] == 0).all()
+        fine = F.scaled_dot_product_attention(q[0], k[0], v[0], attn_mask=bias)
+        torch.testing.assert_close(out[0], fine)
+
+
+def test_bias_gradients_match_the_readable_path():
+    q, k, v = (t.requires_grad_() for t in qkv(2, lq=4, lk=4))
+    bias = torch.randn(4, 4, requires_grad=True)
+    attnlib.scaled_dot_product_attention(q, k, v, causal=True, bias=bias).sum().backward()
+    fused = [t.grad.clone() for t in (q, k, v, bias)]
+    for t in (q, k, v, bias):
+        t.grad = None
+    attnlib.scaled_dot_product_attention(q, k, v, causal=True, bias=bias, return_weights=True)[0].sum().backward()
+    for a, t in zip(fused, (q, k, v, bias)):
+        torch.testing.assert_close(a, t.grad)
+
+
+@pytest.mark.parametrize("bias, error, message", [
+    (torch.zeros(5, 7, dtype=torch.long), TypeError, "bias must be a floating-point tensor"),
+    (torch.zeros(5, 6), ValueError, r"bias of shape \(5, 6\) must broadcast to the scores' shape \(2, 5, 7\)"),
+    (torch.zeros(3, 2, 5, 7), ValueError, "and not beyond it"),
+    ([[0.0]], TypeError, "bias must be a torch.Tensor"),
+])
+def test_bad_bias_is_explained(bias, error, message):
+    q, k, v = qkv(2, lq=5, lk=7)
+    with pytest.raises(error, match=message):
+        attnlib.scaled_dot_product_attention(q, k, v, bias=bias)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import attnlib
@@ -208,3 +209,147 @@ def test_forward_errors_name_shapes_and_dtypes():
         mha(x, mask=torch.ones(3, 1, 5, 5))
     with pytest.raises(ValueError, match=r"mask of shape \(2, 1, 5, 5\) cannot be broadcast"):
         mha(x, mask=torch.ones(2, 1, 5, 5, dtype=torch.bool))
+
+
+# ----- grouped-query attention (lesson 11) ------------------------------------------------------
+def test_grouped_query_with_as_many_kv_heads_is_plain_multi_head():
+    ours, _ = pair()
+    grouped = attnlib.MultiHeadAttention(D, H, num_kv_heads=H).eval()
+    grouped.load_state_dict(ours.state_dict())
+    x, memory = inputs(lk=6)
+    torch.testing.assert_close(grouped(x, causal=True), ours(x, causal=True))
+    torch.testing.assert_close(grouped(x, memory), ours(x, memory))
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_grouped_query_shares_each_kv_head_with_a_group_of_query_heads(kv_heads):
+    torch.manual_seed(3)
+    mha = attnlib.MultiHeadAttention(D, H, num_kv_heads=kv_heads).eval()
+    d_head = D // H
+    assert mha.in_proj_weight.shape == (D + 2 * kv_heads * d_head, D)
+    assert sum(p.numel() for p in mha.parameters()) == (D + 2 * kv_heads * d_head) * (D + 1) + D * D + D
+    x, _ = inputs()
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    q = (x @ w[:D].T + b[:D]).unflatten(-1, (H, d_head)).transpose(1, 2)  # (B, H, L, d_head)
+    k = (x @ w[D:D + kv_heads * d_head].T + b[D:D + kv_heads * d_head]).unflatten(-1, (kv_heads, d_head))
+    v = (x @ w[D + kv_heads * d_head:].T + b[D + kv_heads * d_head:]).unflatten(-1, (kv_heads, d_head))
+    group = H // kv_heads
+    k = k.transpose(1, 2).repeat_interleave(group, dim=1)  # (B, H, L, d_head): query head h uses KV head h // group
+    v = v.transpose(1, 2).repeat_interleave(group, dim=1)
+    heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, d_head)
+    expected = mha.out_proj(heads.transpose(1, 2).flatten(2))
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, causal=True), expected)
+        out, weights = mha(x, causal=True, return_weights=True)
+    torch.testing.assert_close(out, expected)
+    assert weights.shape == (3, H, 5, 5)
+
+
+# ----- positions inside attention (lesson 07) --------------------------------------------------
+def reference_heads(mha, x):
+    """q, k, v (B, H, L, d_head) of a self-attention layer without grouping, computed by hand."""
+    q, k, v = (x @ mha.in_proj_weight.T + mha.in_proj_bias).chunk(3, dim=-1)
+    return [t.unflatten(-1, (mha.num_heads, mha.d_head)).transpose(1, 2) for t in (q, k, v)]
+
+
+def test_rope_rotates_queries_and_keys_only():
+    torch.manual_seed(4)
+    mha = attnlib.MultiHeadAttention(D, H, positions="rope").eval()
+    x, _ = inputs()
+    q, k, v = reference_heads(mha, x)
+    heads = F.scaled_dot_product_attention(attnlib.apply_rope(q), attnlib.apply_rope(k), v, is_causal=True)
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, causal=True), mha.out_proj(heads.transpose(1, 2).flatten(2)))
+
+
+def test_rope_layer_sees_relative_positions_only():
+    """The same 4 tokens after 7 cached ones: among themselves they attend as if they came first."""
+    torch.manual_seed(5)
+    mha = attnlib.MultiHeadAttention(D, H, positions="rope").eval()
+    x, _ = inputs(batch=1, lq=4)
+    cache = attnlib.KVCache(16)
+    with torch.no_grad():
+        mha(torch.randn(1, 7, D), cache=cache)  # 7 other tokens at positions 0..6
+        _, shifted = mha(x, cache=cache, return_weights=True)  # (1, H, 4, 11): x at positions 7..10
+        _, unshifted = mha(x, return_weights=True)  # (1, H, 4, 4): x at positions 0..3
+    among_themselves = shifted[..., 7:] / shifted[..., 7:].sum(-1, keepdim=True)  # (1, H, 4, 4)
+    torch.testing.assert_close(among_themselves, unshifted)
+
+
+def test_alibi_adds_the_distance_penalty_per_head():
+    torch.manual_seed(6)
+    mha = attnlib.MultiHeadAttention(D, H, positions="alibi").eval()
+    x, _ = inputs()
+    q, k, v = reference_heads(mha, x)
+    bias = attnlib.alibi_bias(H, 5, 5)  # (H, L, L)
+    allowed = torch.ones(5, 5, dtype=torch.bool).tril()
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~allowed, float("-inf")))
+    expected = mha.out_proj(heads.transpose(1, 2).flatten(2))
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, causal=True), expected)
+        torch.testing.assert_close(mha(x, causal=True, return_weights=True)[0], expected)
+
+
+# ----- the KV cache (lesson 11) -----------------------------------------------------------------
+@pytest.mark.parametrize("options", [{}, {"num_kv_heads": 2}, {"num_kv_heads": 1, "positions": "rope"},
+                                     {"positions": "alibi"}])
+def test_cached_steps_equal_one_causal_pass(options):
+    torch.manual_seed(7)
+    mha = attnlib.MultiHeadAttention(D, H, **options).eval()
+    x = torch.randn(2, 9, D)
+    with torch.no_grad():
+        full = mha(x, causal=True)  # (B, 9, D)
+        cache = attnlib.KVCache(12)
+        pieces = [mha(x[:, :4], cache=cache, causal=True)]  # a prompt of 4 tokens
+        pieces.append(mha(x[:, 4:7], cache=cache, causal=True))  # 3 more at once
+        pieces += [mha(x[:, t:t + 1], cache=cache, causal=True) for t in (7, 8)]  # then one at a time
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    assert cache.length == 9
+    kv_heads = options.get("num_kv_heads", H)
+    assert cache.keys.shape == (2, kv_heads, 12, D // H)
+    assert cache.nbytes == 2 * 2 * kv_heads * 9 * (D // H) * 4  # keys and values, fp32
+
+
+def test_cache_is_refused_where_it_cannot_apply():
+    mha = attnlib.MultiHeadAttention(D, H)
+    x, memory = inputs(lk=6)
+    with pytest.raises(ValueError, match="a KV cache is for self-attention"):
+        mha(x, memory, cache=attnlib.KVCache(8))
+    with pytest.raises(TypeError, match="cache must be an attnlib.kv_cache.KVCache"):
+        mha(x, cache=[])
+    cache = attnlib.KVCache(6)
+    with torch.no_grad():
+        mha(x, cache=cache, causal=True)
+        with pytest.raises(ValueError, match="the cache holds at most 6 positions; 5 are cached and 5 more"):
+            mha(x, cache=cache, causal=True)
+    with pytest.raises(ValueError, match="positions='rope' is for self-attention"):
+        attnlib.MultiHeadAttention(D, H, positions="rope")(x, memory)
+
+
+def test_kv_cache_reset_and_errors():
+    cache = attnlib.KVCache(4)
+    assert cache.nbytes == 0 and cache.length == 0 and "unallocated" in repr(cache)
+    keys = torch.randn(1, 2, 3, 5)
+    k, v = cache.append(keys, keys + 1)
+    torch.testing.assert_close(k, keys)
+    torch.testing.assert_close(v, keys + 1)
+    cache.reset()
+    assert cache.length == 0 and cache.nbytes == 0
+    with pytest.raises(ValueError, match="this cache holds"):
+        cache.append(torch.randn(1, 3, 1, 5), torch.randn(1, 3, 1, 5))
+    with pytest.raises(ValueError, match="share one shape"):
+        cache.append(torch.randn(1, 2, 1, 5), torch.randn(1, 2, 2, 5))
+    with pytest.raises(ValueError, match="max_length must be an int >= 1"):
+        attnlib.KVCache(0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_kv_heads": 3}, "num_kv_heads must be an int that divides num_heads=4"),
+    ({"num_kv_heads": 0}, "num_kv_heads must be an int that divides"),
+    ({"positions": "learned"}, "positions must be one of"),
+])
+def test_new_options_are_checked_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        attnlib.MultiHeadAttention(D, H, **kwargs)
+    with pytest.raises(ValueError, match="d_head = d_model / num_heads must be even"):
+        attnlib.MultiHeadAttention(12, 4, positions="rope")
