@@ -29,7 +29,8 @@ _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 class _ResidualLayer(nn.Module):
     """What encoder and decoder layers share: settings, the feed-forward network, the norm placement."""
 
-    def __init__(self, d_model, num_heads, d_ff, dropout, activation, norm_first, layer_norm_eps, bias, norms):
+    def __init__(self, d_model, num_heads, d_ff, dropout, activation, norm_first, layer_norm_eps, bias, norms,
+                 attention_options=None):
         super().__init__()
         for name, value in (("d_model", d_model), ("num_heads", num_heads), ("d_ff", d_ff)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -41,7 +42,7 @@ class _ResidualLayer(nn.Module):
         if not isinstance(norm_first, bool):
             raise TypeError(f"norm_first must be True or False, got {norm_first!r}")
         self.d_model, self.norm_first, self.activation_name = d_model, norm_first, activation
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias, **(attention_options or {}))
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # W_1: d_model -> d_ff
         self.dropout = nn.Dropout(dropout)  # inside the feed-forward network
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)  # W_2: d_ff -> d_model
@@ -61,11 +62,12 @@ class _ResidualLayer(nn.Module):
         return norm(x + dropout(sublayer(x)))  # post-norm: normalise the sum
 
     @staticmethod
-    def attend(attention, queries, keys, mask, causal, weights: list | None):
+    def attend(attention, queries, keys, mask, causal, weights: list | None, cache=None):
         """Run one attention sublayer; with a list for ``weights``, append its weights (B, H, Lq, Lk) to it."""
         if weights is None:
-            return attention(queries, keys, mask=mask, causal=causal)  # (B, Lq, d_model)
-        out, w = attention(queries, keys, mask=mask, causal=causal, return_weights=True)  # (B, Lq, d), (B, H, Lq, Lk)
+            return attention(queries, keys, mask=mask, causal=causal, cache=cache)  # (B, Lq, d_model)
+        out, w = attention(queries, keys, mask=mask, causal=causal, return_weights=True,
+                           cache=cache)  # (B, Lq, d), (B, H, Lq, Lk)
         weights.append(w)
         return out
 
@@ -83,17 +85,22 @@ class EncoderLayer(_ResidualLayer):
     ``(B, num_heads, L, L)``, True = may attend (key padding: ``(B, 1, 1, L)``);
     ``causal=True`` hides the future (a GPT block is a causal pre-norm encoder layer).
     Returns ``(B, L, d_model)``, or ``(output, weights (B, num_heads, L, L))``.
+
+    ``attention_options`` go to the self-attention's :class:`MultiHeadAttention` (e.g.
+    ``{"positions": "rope", "num_kv_heads": 2}``), and ``forward(..., cache=KVCache(...))``
+    hands it a KV cache (then ``x`` holds only the new tokens).
     """
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int, *, dropout: float = 0.1,
                  activation: str = "relu", norm_first: bool = False, layer_norm_eps: float = 1e-5,
-                 bias: bool = True):
-        super().__init__(d_model, num_heads, d_ff, dropout, activation, norm_first, layer_norm_eps, bias, norms=2)
+                 bias: bool = True, attention_options: dict | None = None):
+        super().__init__(d_model, num_heads, d_ff, dropout, activation, norm_first, layer_norm_eps, bias, norms=2,
+                         attention_options=attention_options)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, causal: bool = False,
-                return_weights: bool = False):
+                return_weights: bool = False, cache=None):
         weights = [] if return_weights else None
-        attend_self = lambda h: self.attend(self.self_attn, h, h, mask, causal, weights)  # noqa: E731
+        attend_self = lambda h: self.attend(self.self_attn, h, h, mask, causal, weights, cache)  # noqa: E731
         x = self.residual(x, attend_self, self.norm1, self.dropout1)  # (B, L, d_model)
         x = self.residual(x, self.feed_forward, self.norm2, self.dropout2)  # (B, L, d_model)
         return (x, weights[0]) if return_weights else x

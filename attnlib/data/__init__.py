@@ -8,7 +8,9 @@ per family of tasks:
 * :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
 * :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop;
 * :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
-  (is each token the maximum? two-key recall).
+  (is each token the maximum? two-key recall);
+* :mod:`~attnlib.data.text`: a text corpus read from Python's own standard library, a
+  character tokenizer, and random training windows for language models.
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -27,11 +29,13 @@ from .examples import (
     token_names,
 )
 from .sequences import associative_recall_task, copy_task, reverse_task
+from .text import CharTokenizer, python_source_corpus, random_windows, split_by_position
 from .token_tasks import maximum_task, two_key_recall_task
 
 __all__ = [
     "BOS",
     "Batch",
+    "CharTokenizer",
     "EOS",
     "Example",
     "NUM_SPECIAL",
@@ -44,7 +48,10 @@ __all__ = [
     "copy_task",
     "epochs",
     "maximum_task",
+    "python_source_corpus",
+    "random_windows",
     "reverse_task",
+    "split_by_position",
     "split_dataset",
     "to_text",
     "token_names",
