@@ -10,7 +10,13 @@ from .device import describe_environment, get_device, seed_everything
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .multi_head import MultiHeadAttention
-from .positions import alibi_bias, alibi_slopes, apply_rope, sinusoidal_positional_encoding
+from .positions import (
+    LearnedPositionalEmbedding,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    sinusoidal_positional_encoding,
+)
 from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
@@ -24,6 +30,7 @@ __all__ = [
     "DecoderLayer",
     "EncoderLayer",
     "KVCache",
+    "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "QKVProjection",
     "Seq2Seq",
