@@ -11,7 +11,13 @@ from .gpt import GPT
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .multi_head import MultiHeadAttention
-from .positions import alibi_bias, alibi_slopes, apply_rope, sinusoidal_positional_encoding
+from .positions import (
+    LearnedPositionalEmbedding,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    sinusoidal_positional_encoding,
+)
 from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
@@ -26,6 +32,7 @@ __all__ = [
     "EncoderLayer",
     "GPT",
     "KVCache",
+    "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "QKVProjection",
     "Seq2Seq",

@@ -9,6 +9,8 @@ a fixed pattern of sines and cosines to the token embeddings:
 
 Each pair of features (2i, 2i+1) is a point on a circle that turns at its own frequency as
 the position p grows, from one turn every 2π positions (i = 0) to one every 10000·2π.
+BERT and GPT-2 learn their position vectors instead, one per position up to a maximum
+length: :class:`LearnedPositionalEmbedding`, which says what it does past that length.
 
 Two later designs act inside attention instead of on the embeddings, and
 ``attnlib.MultiHeadAttention(..., positions="rope" | "alibi")`` applies them:
@@ -27,6 +29,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
+_BEYOND = ("error", "clamp")
 
 
 def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
@@ -54,6 +59,54 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     encoding[:, 0::2] = torch.sin(angles)  # even features: sines
     encoding[:, 1::2] = torch.cos(angles)  # odd features: cosines of the same angles
     return encoding.float()  # (max_len, d_model)
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """Learned absolute positions (BERT, GPT-2): one trained vector per position, ``weight`` ``(max_len, d_model)``.
+
+    ``LearnedPositionalEmbedding(max_len, d_model, *, beyond="error")``; ``forward(length, *, offset=0)``
+    returns the rows of positions ``offset .. offset + length - 1``, ``(length, d_model)``, to add to the
+    token embeddings ``(B, length, d_model)``. The weights start like ``nn.Embedding``'s, from N(0, 1).
+
+    A table has no row for a position it was not built with, so ``beyond`` says what happens at
+    positions ``>= max_len``: ``"error"`` (the default) raises a ValueError; ``"clamp"`` gives every
+    such position the last row, ``max_len - 1``, so the model runs on longer inputs but cannot tell
+    those positions apart (lesson 07 measures what that costs).
+    """
+
+    def __init__(self, max_len: int, d_model: int, *, beyond: str = "error"):
+        super().__init__()
+        for name, value in (("max_len", max_len), ("d_model", d_model)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if beyond not in _BEYOND:
+            raise ValueError(f"beyond must be one of {_BEYOND} (what to do at positions >= max_len), got {beyond!r}")
+        self.max_len, self.d_model, self.beyond = max_len, d_model, beyond
+        self.weight = nn.Parameter(torch.empty(max_len, d_model))  # (max_len, d_model): row p = position p
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)  # N(0, 1), as nn.Embedding
+
+    def forward(self, length: int, *, offset: int = 0) -> torch.Tensor:
+        """The vectors of positions ``offset .. offset + length - 1``: ``(length, d_model)``."""
+        for name, value in (("length", length), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        last = offset + length - 1  # the largest position asked for
+        if self.beyond == "error" and last >= self.max_len:
+            raise ValueError(
+                f"positions up to {last} were asked for, but the table has rows for positions 0 .. "
+                f"{self.max_len - 1} only (max_len={self.max_len}); build it with a larger max_len, or pass "
+                "beyond='clamp' to give later positions the last row"
+            )
+        positions = torch.arange(offset, offset + length, device=self.weight.device)  # (length,)
+        return self.weight[positions.clamp(max=self.max_len - 1)]  # (length, d_model)
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}, d_model={self.d_model}, beyond={self.beyond!r}"
 
 
 def apply_rope(x: torch.Tensor, *, offset: int = 0, base: float = 10000.0) -> torch.Tensor:

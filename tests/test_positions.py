@@ -117,3 +117,63 @@ def test_alibi_bias_penalises_distance_per_head():
 def test_alibi_bad_arguments_are_explained(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ----- learned absolute positions --------------------------------------------------------------
+def test_learned_positions_are_rows_of_a_trained_table():
+    torch.manual_seed(0)
+    table = attnlib.LearnedPositionalEmbedding(10, 6)
+    assert table.weight.shape == (10, 6) and table.weight.requires_grad
+    torch.testing.assert_close(table(4), table.weight[:4])
+    torch.testing.assert_close(table(3, offset=7), table.weight[7:10])
+    assert table(0).shape == (0, 6)
+    embedding = torch.nn.Embedding(10, 6)  # the same lookup as nn.Embedding's, given the same weights
+    embedding.weight.data.copy_(table.weight.data)
+    torch.testing.assert_close(table(10), embedding(torch.arange(10)))
+    table(10).sum().backward()
+    torch.testing.assert_close(table.weight.grad, torch.ones(10, 6))  # every row gets its own gradient
+
+
+def test_learned_positions_clamp_past_max_len_only_when_asked():
+    torch.manual_seed(0)
+    table = attnlib.LearnedPositionalEmbedding(5, 4, beyond="clamp")
+    rows = table(9)  # positions 0..8: 5..8 have no row of their own
+    torch.testing.assert_close(rows[:5], table.weight)
+    torch.testing.assert_close(rows[5:], table.weight[4].expand(4, 4))  # all reuse the last row
+    torch.testing.assert_close(table(2, offset=6), table.weight[4].expand(2, 4))
+    strict = attnlib.LearnedPositionalEmbedding(5, 4)
+    assert strict(5).shape == (5, 4)
+    with pytest.raises(ValueError, match=r"positions up to 5 .* 0 \.\. 4 only \(max_len=5\).*beyond='clamp'"):
+        strict(6)
+    with pytest.raises(ValueError, match="positions up to 6"):
+        strict(2, offset=5)
+    assert "beyond='clamp'" in repr(table)
+
+
+def test_learned_positions_follow_the_module_to_its_device_and_dtype():
+    table = attnlib.LearnedPositionalEmbedding(4, 2).double()
+    assert table(3).dtype == torch.float64
+    assert table(3, offset=1).device == table.weight.device
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: attnlib.LearnedPositionalEmbedding(0, 4), ValueError, "max_len must be >= 1"),
+    (lambda: attnlib.LearnedPositionalEmbedding(4, 2.0), TypeError, "d_model must be an int"),
+    (lambda: attnlib.LearnedPositionalEmbedding(4, 2, beyond="wrap"), ValueError, r"beyond must be one of \('error', 'clamp'\)"),
+    (lambda: attnlib.LearnedPositionalEmbedding(4, 2)(-1), ValueError, "length must be an int >= 0"),
+    (lambda: attnlib.LearnedPositionalEmbedding(4, 2)(2, offset=1.0), ValueError, "offset must be an int >= 0"),
+])
+def test_learned_positions_bad_arguments_are_explained(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_sinusoidal_shift_by_k_is_one_rotation_matrix_for_every_position():
+    d, k = 12, 5
+    pe = attnlib.sinusoidal_positional_encoding(200, d).double()
+    omega = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    shift = torch.zeros(d, d, dtype=torch.float64)
+    for i, w in enumerate(omega.tolist()):  # row vector [sin, cos] @ [[cos, -sin], [sin, cos]]
+        c, s = math.cos(k * w), math.sin(k * w)
+        shift[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    torch.testing.assert_close(pe[:-k] @ shift, pe[k:], atol=1e-5, rtol=0)  # the same matrix at every p
