@@ -7,10 +7,10 @@ it reads a *context vector* ``c_t`` along with the previous token:
 * ``attention="none"``: ``c_t`` is always the same vector, the encoder's final state
   (after the last real token). The whole source must squeeze through it: the bottleneck.
 * ``attention="additive"``: ``c_t`` is a weighted average of all the ``h_j``, the
-  weights chosen afresh at each step by Bahdanau's score vᵀ tanh(W_q s + W_k h_j)
+  weights chosen afresh at each step by Bahdanau's score tanh(s W_q + h_j W_k) · v
   between the decoder's previous state ``s`` and each ``h_j`` (:class:`AdditiveAttention`).
 * ``attention="dot"``: the same, scored by the scaled dot product of the projections
-  W_q s and W_k h_j (:class:`DotProductAttention`), as a Transformer scores queries
+  s W_q and h_j W_k (:class:`DotProductAttention`), as a Transformer scores queries
   against keys.
 
 Everything else is identical in the three models, so comparing them is fair: the two
@@ -21,15 +21,15 @@ same W_q and W_k), and the model without attention lacks only the scorer.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._validate import require_tensor
 from .additive_attention import AdditiveAttention, QueryKeyProjections, check_query_and_keys
-from .attention import scaled_dot_product_attention
+from .similarity import dot_product_scores
 from .data import BOS, EOS, PAD
 
 ATTENTION_KINDS = ("none", "additive", "dot")
@@ -39,33 +39,22 @@ class DotProductAttention(QueryKeyProjections):
     """One query attends over keys with the scaled dot product of learned projections.
 
     ``DotProductAttention(query_dim, key_dim, hidden_dim)`` scores key j by
-    ``(W_q q) · (W_k k_j) / √hidden_dim``: lesson 02's scaled dot-product attention on
+    ``(q W_q) · (k_j W_k) / √hidden_dim``: lesson 02's scaled dot-product attention on
     lesson 03's projected queries and keys. Same interface and the same W_q and W_k as
     :class:`AdditiveAttention` (it lacks only ``v``): ``forward(query (B, Dq),
     keys (B, S, Dk), mask (B, S) or None) -> (context (B, Dk), weights (B, S))``, the
     context being the weighted sum of the (unprojected) keys.
     """
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        projected_keys: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (B, Dk) and weights (B, S) of ``query`` (B, Dq) over ``keys`` (B, S, Dk)."""
-        check_query_and_keys(self, query, keys, mask, projected_keys)
+    def scores(
+        self, query: torch.Tensor, keys: torch.Tensor, projected_keys: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw scores (q W_q)·(k_j W_k)/√A: query (B, Dq), keys (B, S, Dk) -> (B, S)."""
+        projected_query = self.query_proj(query)[:, None, :]  # (B, 1, A)
         if projected_keys is None:
             projected_keys = self.project_keys(keys)  # (B, S, A)
-        projected_query = self.query_proj(query)[:, None, :]  # (B, 1, A)
-        if mask is not None:
-            mask = torch.broadcast_to(mask, keys.shape[:2])[:, None, :]  # (B, 1, S)
-        values = keys.to(projected_query.dtype)  # (B, S, Dk); under autocast the projections may be bf16/fp16
-        context, weights = scaled_dot_product_attention(
-            projected_query, projected_keys, values, mask, scale=1.0 / math.sqrt(self.hidden_dim), return_weights=True
-        )  # (B, 1, Dk), (B, 1, S)
-        return context[:, 0], weights[:, 0]  # (B, Dk), (B, S)
+        scale = 1.0 / math.sqrt(self.hidden_dim)
+        return dot_product_scores(projected_query, projected_keys.to(projected_query.dtype), scale).squeeze(1)  # (B, S)
 
 
 @dataclass
@@ -76,14 +65,18 @@ class EncoderMemory:
     * ``mask`` (B, S) bool: True = real token;
     * ``summary`` (B, H): the encoder's final state, the only thing a decoder without
       attention ever sees;
-    * ``projected`` (B, S, A) or None: W_k h_j, computed once per batch rather than
-      once per decoder step (None without attention).
+    * ``projected`` (B, S, A) or None: h_j W_k, computed once per batch rather than
+      once per decoder step (None without attention);
+    * ``score_bias`` (B, S) or None: 0 at real tokens and -inf at padding, added to the
+      scores at every step to mask them (None without attention; then the scorer's
+      checked ``forward`` is used).
     """
 
     states: torch.Tensor
     mask: torch.Tensor
     summary: torch.Tensor
     projected: torch.Tensor | None = None
+    score_bias: torch.Tensor | None = None
 
 
 class Seq2Seq(nn.Module):
@@ -102,6 +95,12 @@ class Seq2Seq(nn.Module):
 
     Source rows are real tokens followed by padding (``source_mask`` True = real token);
     padding never changes the outputs at real positions.
+
+    ``forward`` computes what ``step`` computes, step after step, but does once per batch
+    whatever does not depend on the step: the keys' projections, the embedding of every
+    target token and its share of the decoder cell's input, and the output layer over all
+    steps at once; without attention the context never changes, so the whole decoder is
+    one call of torch's GRU with the cell's weights.
     """
 
     def __init__(
@@ -125,7 +124,7 @@ class Seq2Seq(nn.Module):
             isinstance(attention_dim, bool) or not isinstance(attention_dim, int) or attention_dim < 1
         ):
             raise ValueError(f"attention_dim must be a positive int or None, got {attention_dim!r}")
-        self.vocab_size, self.hidden_dim, self.attention = vocab_size, hidden_dim, attention
+        self.vocab_size, self.embed_dim, self.hidden_dim, self.attention = vocab_size, embed_dim, hidden_dim, attention
 
         self.source_embedding = nn.Embedding(vocab_size, embed_dim)
         self.encoder = nn.GRU(embed_dim, hidden_dim, batch_first=True)
@@ -141,22 +140,29 @@ class Seq2Seq(nn.Module):
     def encode(self, source: torch.Tensor, source_mask: torch.Tensor) -> EncoderMemory:
         """Read a padded source (B, S): encoder states (B, S, H) and final state (B, H).
 
-        The sequences are packed, so the GRU stops at each row's last real token: the
-        final state is taken there, and padding never leaks into any state.
+        The GRU reads each row left to right, padding included; since it only looks
+        back, the states at the real tokens never see the padding that follows them.
+        The final state is gathered after each row's last *real* token, and the states
+        at the padding are set to zero.
         """
-        lengths = source_mask.sum(dim=1).cpu()  # (B,)
-        embedded = self.source_embedding(source)  # (B, S, E)
-        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        packed_states, final = self.encoder(packed)  # final: (1, B, H)
-        states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=source.shape[1])  # (B, S, H)
-        projected = self.scorer.project_keys(states) if self.attention != "none" else None  # (B, S, A)
-        return EncoderMemory(states, source_mask, final[0], projected)
+        states, _ = self.encoder(self.source_embedding(source))  # (B, S, H), the padding read too
+        states = states * source_mask[:, :, None].to(states.dtype)  # (B, S, H), zeros at the padding
+        last = source_mask.sum(dim=1) - 1  # (B,), position of each row's last real token
+        summary = states[torch.arange(states.shape[0], device=states.device), last]  # (B, H)
+        if self.attention == "none":
+            return EncoderMemory(states, source_mask, summary)
+        projected = self.scorer.project_keys(states)  # (B, S, A), once per batch
+        score_bias = torch.zeros(source_mask.shape, dtype=torch.float32, device=source.device)  # (B, S)
+        score_bias = score_bias.masked_fill(~source_mask, float("-inf"))  # (B, S): -inf at the padding
+        return EncoderMemory(states, source_mask, summary, projected, score_bias)
 
     def context(self, state: torch.Tensor, memory: EncoderMemory) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The context (B, H) for the decoder's ``state`` (B, H), and the attention weights (B, S) or None."""
         if self.attention == "none":
             return memory.summary, None  # (B, H): the same scrap of paper at every step
-        return self.scorer(state, memory.states, memory.mask, projected_keys=memory.projected)  # (B, H), (B, S)
+        if memory.projected is None or memory.score_bias is None:  # a memory made by hand: the checked path
+            return self.scorer(state, memory.states, memory.mask, projected_keys=memory.projected)
+        return self.scorer.attend_prepared(state, memory.states, memory.projected, memory.score_bias)  # (B, H), (B, S)
 
     def step(
         self, token: torch.Tensor, state: torch.Tensor, memory: EncoderMemory
@@ -181,12 +187,47 @@ class Seq2Seq(nn.Module):
         if target_input.device != source.device:
             raise ValueError(f"source is on {source.device} but target_input is on {target_input.device}")
         memory = self.encode(source, source_mask)
+        embedded = self.target_embedding(target_input)  # (B, T, E), every previous token at once
+        if self.attention == "none":
+            contexts = memory.summary[:, None, :].expand(-1, target_input.shape[1], -1)  # (B, T, H), one for all
+            states = self._decoder_as_gru(torch.cat([embedded, contexts], dim=-1), memory.summary)  # (B, T, H)
+        else:
+            states, contexts = self._attentive_decoder(embedded, memory)  # (B, T, H), (B, T, H)
+        return self.output(torch.cat([states, contexts], dim=-1))  # (B, T, 2H) -> (B, T, V)
+
+    def _decoder_as_gru(self, inputs: torch.Tensor, first_state: torch.Tensor) -> torch.Tensor:
+        """Run the decoder cell over inputs (B, T, E + H) from first_state (B, H): states (B, T, H).
+
+        One call of torch's GRU, whose layer has the cell's four parameters under other
+        names: the same numbers as calling ``self.decoder`` T times, without T Python steps.
+        """
+        layer = nn.GRU(inputs.shape[-1], self.hidden_dim, batch_first=True, device="meta")  # a shape, no numbers
+        cell = self.decoder
+        weights = {"weight_ih_l0": cell.weight_ih, "weight_hh_l0": cell.weight_hh,
+                   "bias_ih_l0": cell.bias_ih, "bias_hh_l0": cell.bias_hh}
+        with warnings.catch_warnings():  # cuDNN would like the four in one block of memory; they are small
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            states, _ = torch.func.functional_call(layer, weights, (inputs, first_state[None]))  # (B, T, H)
+        return states
+
+    def _attentive_decoder(self, embedded: torch.Tensor, memory: EncoderMemory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced decoder states and contexts, (B, T, H) each, for embedded previous tokens (B, T, E).
+
+        The cell's input [e(y_{t-1}); c_t] meets its input weights, stacked [W_e; W_c]: the part
+        e(y_{t-1}) W_e + b is computed for all steps at once, only c_t W_c at each step.
+        """
+        cell, E = self.decoder, embedded.shape[-1]
+        from_tokens = nn.functional.linear(embedded, cell.weight_ih[:, :E], cell.bias_ih).unbind(1)  # T × (B, 3H)
+        weight_c = cell.weight_ih[:, E:]  # (3H, H), the context's share
         state = memory.summary  # (B, H): the decoder starts from the encoder's final state
-        all_logits = []
-        for t in range(target_input.shape[1]):
-            logits, state, _ = self.step(target_input[:, t], state, memory)  # (B, V), (B, H)
-            all_logits.append(logits)
-        return torch.stack(all_logits, dim=1)  # (B, T, V)
+        states, contexts = [], []
+        for t in range(len(from_tokens)):
+            context, _ = self.context(state, memory)  # (B, H): the previous state chooses where to look
+            gates_in = from_tokens[t] + nn.functional.linear(context, weight_c)  # (B, 3H)
+            state = _gru_update(gates_in, state, cell)  # (B, H)
+            states.append(state)
+            contexts.append(context)
+        return torch.stack(states, dim=1), torch.stack(contexts, dim=1)  # (B, T, H), (B, T, H)
 
     @torch.no_grad()
     def greedy_decode(
@@ -246,6 +287,21 @@ class Seq2Seq(nn.Module):
                 "source_mask must be True for the real tokens at the start of each row and False for the "
                 "padding after them (right padding), e.g. [True, True, False]"
             )
+
+
+def _gru_update(gates_in: torch.Tensor, state: torch.Tensor, cell: nn.GRUCell) -> torch.Tensor:
+    """nn.GRUCell's update, given the input's share of the gates, gates_in (B, 3H) = W_ih x + b_ih.
+
+    r = σ(i_r + h_r), z = σ(i_z + h_z), n = tanh(i_n + r ⊙ h_n), s' = (1 − z) ⊙ n + z ⊙ s,
+    where [h_r, h_z, h_n] = W_hh s + b_hh: torch's equations, in torch's gate order.
+    """
+    from_state = nn.functional.linear(state, cell.weight_hh, cell.bias_hh)  # (B, 3H)
+    i_r, i_z, i_n = gates_in.chunk(3, dim=-1)  # (B, H) each
+    h_r, h_z, h_n = from_state.chunk(3, dim=-1)  # (B, H) each
+    reset = torch.sigmoid(i_r + h_r)  # (B, H)
+    update = torch.sigmoid(i_z + h_z)  # (B, H)
+    candidate = torch.tanh(i_n + reset * h_n)  # (B, H)
+    return candidate + update * (state - candidate)  # (B, H) = (1 − z) n + z s
 
 
 def _check_tokens(tokens, name: str, layout: str, vocab_size: int) -> None:

@@ -146,3 +146,24 @@ def test_dot_product_attention_matches_torch_sdpa_on_projections():
     n_dot = sum(p.numel() for p in attention.parameters())
     n_additive = sum(p.numel() for p in additive.parameters())
     assert n_additive - n_dot == 4
+
+
+@pytest.mark.parametrize("make", [lambda: attnlib.AdditiveAttention(5, 7, 4), lambda: DotProductAttention(5, 7, 4)])
+def test_attend_prepared_equals_forward_when_every_row_may_attend(make):
+    torch.manual_seed(0)
+    attention = make()
+    query, keys, mask = inputs()
+    projected = attention.project_keys(keys)  # (B, S, A)
+    bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # (B, S)
+    for a, b in zip(attention.attend_prepared(query, keys, projected, bias), attention(query, keys, mask)):
+        torch.testing.assert_close(a, b)
+    _, weights = attention.attend_prepared(query, keys, projected, bias)
+    assert torch.all(weights[~mask] == 0)
+
+
+def test_a_scorer_must_say_how_it_scores():
+    from attnlib.additive_attention import QueryKeyProjections
+
+    query, keys, mask = inputs()
+    with pytest.raises(NotImplementedError):
+        QueryKeyProjections(5, 7, 4)(query, keys, mask)

@@ -1,6 +1,7 @@
 """Lesson 03: its derivation agrees with attnlib.QKVProjection, and its checkers judge correctly."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -8,7 +9,10 @@ import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson03
-from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
+from attnlib.exercises._core import wrap
+from tests.notebook_tools import (
+    assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, load_derivations,
+)
 
 NOTEBOOK = "03_queries_keys_values.ipynb"
 
@@ -173,18 +177,135 @@ def test_split_qkv_checker_explains_mistakes(capsys):
     assert_check_fails(check, transposed, capsys, "raised an exception")
 
 
-# ----- Exercise 3.3: recall accuracy ----------------------------------------------------
-def test_recall_accuracy_checker_accepts_the_solution(solutions, capsys):
-    assert_check_passes(lesson03.recall_accuracy, solutions["recall_accuracy"], capsys)
-    assert_check_passes(lesson03.recall_accuracy, lambda logits, t: (logits.argmax(-1) == t).float().mean(), capsys)  # 0-d tensor
+# ----- Exercise 3.3: a lookup set by hand -----------------------------------------------
+def _key_reader(num_keys, num_values, scale=None):
+    d = num_keys + num_values
+    features = torch.eye(d)  # (d, d)
+    scale = 10 * math.sqrt(num_keys) if scale is None else scale
+    return scale * features[:, :num_keys], features[:, :num_keys], features[:, num_keys:]
 
 
-def test_recall_accuracy_checker_explains_mistakes(capsys):
-    check = lesson03.recall_accuracy
-    assert_check_fails(check, lambda logits, t: 100 * (logits.argmax(-1) == t).float().mean().item(), capsys, "a percentage")
-    assert_check_fails(check, lambda logits, t: (logits.argmax(-1) == t).sum().item(), capsys, "the number of right answers")
-    assert_check_fails(check, lambda logits, t: (logits.argmax(-1) == t).float(), capsys, "one entry per example")
-    assert_check_fails(check, lambda logits, t: (logits.argmax(0) == t).float().mean().item(), capsys, "raised an exception")
-    assert_check_fails(check, lambda logits, t: (logits.argmin(-1) == t).float().mean().item(), capsys, "off by")
-    assert_check_fails(check, lambda logits, t: None, capsys, "is None")
-    assert_check_fails(check, lambda logits, t: "62.5%", capsys, "a str; a number was expected")
+def test_recall_weights_checker_accepts_the_solution_and_other_right_answers(solutions, capsys):
+    assert_check_passes(lesson03.recall_weights, solutions["recall_weights"], capsys)
+
+    def full_width(num_keys, num_values):  # d_k = d: the value features land where no query ever looks
+        d = num_keys + num_values
+        return 20 * math.sqrt(d) * torch.eye(d), torch.eye(d), 2 * torch.eye(d)[:, num_keys:]
+
+    def sharp_keys(num_keys, num_values):  # the scale on W_K instead of W_Q, as a list
+        W_Q, W_K, W_V = _key_reader(num_keys, num_values, scale=1.0)
+        return [W_Q, 40 * W_K, W_V]
+
+    assert_check_passes(lesson03.recall_weights, full_width, capsys)
+    assert_check_passes(lesson03.recall_weights, sharp_keys, capsys)
+
+
+def test_recall_weights_checker_explains_mistakes(capsys):
+    check = lesson03.recall_weights
+
+    def too_soft(nk, nv):
+        return _key_reader(nk, nv, scale=1.0)
+
+    def reads_values(nk, nv):
+        d = nk + nv
+        return 10 * math.sqrt(d) * torch.eye(d), torch.eye(d) + torch.eye(d).roll(nk, 0), _key_reader(nk, nv)[2]
+
+    def hands_over_keys(nk, nv):
+        W_Q, W_K, _ = _key_reader(nk, nv)
+        return W_Q, W_K, torch.eye(nk + nv)[:, :nv]
+
+    def negative(nk, nv):
+        W_Q, W_K, W_V = _key_reader(nk, nv)
+        return -W_Q, W_K, W_V
+
+    def whole_slot(nk, nv):
+        W_Q, W_K, _ = _key_reader(nk, nv)
+        return W_Q, W_K, torch.eye(nk + nv)
+
+    def no_query(nk, nv):
+        W_Q, W_K, W_V = _key_reader(nk, nv)
+        return 0 * W_Q, W_K, W_V
+
+    def identity(nk, nv):
+        d = nk + nv
+        return torch.eye(d), torch.eye(d), torch.eye(d)[:, nk:]
+
+    def mixed_widths(nk, nv):
+        W_Q, W_K, W_V = _key_reader(nk, nv)
+        return W_Q, torch.eye(nk + nv), W_V
+
+    def integers(nk, nv):
+        return tuple(W.long() for W in _key_reader(nk, nv))
+
+    def transposed(nk, nv):
+        return tuple(W.T for W in _key_reader(nk, nv))
+
+    def overflowing(nk, nv):
+        W_Q, W_K, W_V = _key_reader(nk, nv)
+        return W_Q * float("inf"), W_K, W_V
+
+    assert_check_fails(check, too_soft, capsys, "too softly", "0.95", "√d_k")
+    assert_check_fails(check, identity, capsys, "too softly")
+    assert_check_fails(check, reads_values, capsys, "changing only the *values*", "rows of W_K for the value")
+    assert_check_fails(check, hands_over_keys, capsys, "W_V hands over the *key* part")
+    assert_check_fails(check, negative, capsys, "*smallest* weight", "negative scale")
+    assert_check_fails(check, whole_slot, capsys, "W_V has shape (32, 32)", "(32, 16)")
+    assert_check_fails(check, no_query, capsys, "every slot gets the same weight")
+    assert_check_fails(check, mixed_widths, capsys, "W_Q has shape (32, 16) but W_K has (32, 32)")
+    assert_check_fails(check, integers, capsys, "dtype torch.int64", "float32")
+    assert_check_fails(check, transposed, capsys, "W_Q has shape (16, 32)", "one row per input feature")
+    assert_check_fails(check, overflowing, capsys, "NaN or infinity")
+    assert_check_fails(check, lambda nk, nv: None, capsys, "returned None", "return W_Q, W_K, W_V")
+    assert_check_fails(check, lambda nk, nv: _key_reader(nk, nv)[:2], capsys, "tuple of length 2", "three matrices")
+    assert_check_fails(check, lambda nk, nv: [W.numpy() for W in _key_reader(nk, nv)], capsys, "W_Q is a ndarray")
+
+
+# ----- every exercise: stubs, exceptions, hints, speed -----------------------------------
+EXERCISES = [
+    (lesson03.soft_lookup, "soft_lookup", "def f(queries, keys, values, temperature=1.0):"),
+    (lesson03.split_qkv, "split_qkv", "def f(x, W_qkv, d_k):"),
+    (lesson03.recall_weights, "recall_weights", "def f(num_keys, num_values):"),
+]
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_checkers_report_exceptions_and_unsolved_stubs(exercise, function, signature, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise.number} ({function}): replace this line with your solution")
+
+    assert_check_fails(exercise, stub, capsys, "not attempted")
+    assert_check_fails(exercise, lambda *args, **kwargs: [][1], capsys, "raised an exception", "IndexError")
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_hints_build_up_and_the_last_shows_a_key_line_not_the_whole_solution(exercise, function, signature, capsys):
+    exercise._hints_given = 0
+    total = len(exercise.hints)
+    assert 2 <= total <= 4
+    try:
+        for i in range(total + 1):
+            exercise.hint()
+            out = capsys.readouterr().out
+            assert f"Hint {min(i + 1, total)}/{total} for Exercise {exercise.number}" in out
+            assert wrap(exercise.hints[min(i, total - 1)]) in out
+    finally:
+        exercise._hints_given = 0
+    assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)
+    namespace = {"torch": torch, "math": math}
+    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
+    exec(f"{signature}\n{body}", namespace)
+    with pytest.raises(AssertionError):  # the key line alone is not an answer
+        exercise.check(namespace["f"])
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, function, signature, solutions, capsys):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    start = time.perf_counter()
+    exercise.check(solutions[function])
+    assert time.perf_counter() - start < 2.0
+    torch.testing.assert_close(torch.rand(3), expected)
+    capsys.readouterr()

@@ -1,5 +1,7 @@
 """Lesson 04: its derivations agree with attnlib, and its exercise checkers judge fairly."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from attnlib import data
 from attnlib.exercises import lesson04
 from attnlib.exercises._core import wrap
 from attnlib.seq2seq import DotProductAttention, EncoderMemory
-from tests.notebook_tools import assert_check_fails, load_derivations
+from tests.notebook_tools import assert_check_fails, exercise_solutions, gives_whole_solution, load_derivations
 
 NOTEBOOK = "04_seq2seq_bottleneck.ipynb"
 
@@ -19,8 +21,13 @@ def derived():
     return load_derivations(NOTEBOOK)
 
 
+@pytest.fixture(scope="module")
+def solutions():
+    return exercise_solutions(NOTEBOOK)
+
+
 # ----- derivations -------------------------------------------------------------------------
-def test_final_state_by_gathering_equals_the_packed_summary(derived):
+def test_final_state_by_gathering_equals_the_encoders_summary(derived):
     torch.manual_seed(0)
     net = attnlib.Seq2Seq(13, embed_dim=6, hidden_dim=10, attention="none")
     examples = [data.Example((3, 4, 5), (5, 4, 3)), data.Example((6,) * 7, (6,) * 7), data.Example((9,), (9,))]
@@ -38,8 +45,8 @@ def test_additive_attention_equals_attnlib_after_copying_weights(derived, Dq, Dk
     query, keys = torch.randn(4, Dq), torch.randn(4, 6, Dk)  # (B, Dq), (B, S, Dk)
     mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 0])[:, None]  # (B, S); the last row sees nothing
     ours = derived["additive_attention"](
-        query, keys, mask, module.query_proj.weight, module.key_proj.weight, module.score.weight[0]
-    )
+        query, keys, mask, module.query_proj.weight.T, module.key_proj.weight.T, module.score.weight[0]
+    )  # W_q (Dq, A), W_k (Dk, A): lesson 03's x @ W convention
     theirs = module(query, keys, mask)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b)
@@ -51,7 +58,7 @@ def test_dot_attention_equals_attnlib_after_copying_weights(derived):
     module = DotProductAttention(5, 7, 4)
     query, keys = torch.randn(3, 5), torch.randn(3, 6, 7)  # (B, Dq), (B, S, Dk)
     mask = torch.arange(6)[None, :] < torch.tensor([6, 2, 0])[:, None]  # (B, S)
-    ours = derived["dot_attention"](query, keys, mask, module.query_proj.weight, module.key_proj.weight)
+    ours = derived["dot_attention"](query, keys, mask, module.query_proj.weight.T, module.key_proj.weight.T)
     for a, b in zip(ours, module(query, keys, mask)):
         torch.testing.assert_close(a, b)
 
@@ -78,12 +85,28 @@ def not_attempted(*args):
 
 # ----- 4.1 additive scores -----------------------------------------------------------------
 def additive_scores(queries, keys, W_q, W_k, v):
-    hidden = torch.tanh((queries @ W_q.T)[:, :, None, :] + (keys @ W_k.T)[:, None, :, :])  # (B, T, S, A)
+    hidden = torch.tanh((queries @ W_q)[:, :, None, :] + (keys @ W_k)[:, None, :, :])  # (B, T, S, A)
     return hidden @ v  # (B, T, S)
 
 
-def test_4_1_reference_passes(capsys):
+def test_4_1_solution_and_an_equivalent_answer_pass(solutions, capsys):
+    passes(lesson04.additive_scores, solutions["additive_scores"], capsys)
     passes(lesson04.additive_scores, additive_scores, capsys)
+    passes(lesson04.additive_scores,
+           lambda q, k, Wq, Wk, v: torch.einsum("btsa,a->bts", torch.tanh(
+               torch.einsum("btd,da->bta", q, Wq)[:, :, None] + torch.einsum("bsd,da->bsa", k, Wk)[:, None]), v),
+           capsys)
+
+
+def test_4_1_agrees_with_attnlib_additive_attention_query_by_query(solutions):
+    torch.manual_seed(0)
+    module = attnlib.AdditiveAttention(5, 7, 4)
+    queries, keys = torch.randn(2, 3, 5), torch.randn(2, 6, 7)  # (B, T, Dq), (B, S, Dk)
+    with torch.no_grad():
+        ours = solutions["additive_scores"](queries, keys, module.query_proj.weight.T, module.key_proj.weight.T,
+                                            module.score.weight[0])  # (B, T, S)
+        for t in range(3):
+            torch.testing.assert_close(ours[:, t], module.scores(queries[:, t], keys))
 
 
 @pytest.mark.parametrize(
@@ -92,16 +115,16 @@ def test_4_1_reference_passes(capsys):
         (not_attempted, ["not attempted yet"]),
         (lambda q, k, Wq, Wk, v: None, ["is None", "return"]),
         (lambda q, k, Wq, Wk, v: additive_scores(q, k, Wq, Wk, v).numpy(), ["numpy array"]),
-        (lambda q, k, Wq, Wk, v: ((q @ Wq.T)[:, :, None, :] + (k @ Wk.T)[:, None, :, :]) @ v, ["tanh is missing"]),
-        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq.T)[:, :, None, :] + (k @ Wk.T)[:, None, :, :]),
+        (lambda q, k, Wq, Wk, v: ((q @ Wq)[:, :, None, :] + (k @ Wk)[:, None, :, :]) @ v, ["tanh is missing"]),
+        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq)[:, :, None, :] + (k @ Wk)[:, None, :, :]),
          ["(2, 3, 5, 6)", "dot product with v, is missing"]),
-        (lambda q, k, Wq, Wk, v: (torch.tanh((q @ Wq.T)[:, :, None, :] + (k @ Wk.T)[:, None, :, :]) @ v[:, None]),
+        (lambda q, k, Wq, Wk, v: (torch.tanh((q @ Wq)[:, :, None, :] + (k @ Wk)[:, None, :, :]) @ v[:, None]),
          ["(2, 3, 5, 1)", "Squeeze"]),
-        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq.T)[:, None, :, :] + (k @ Wk.T)[:, :, None, :]) @ v,
+        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq)[:, None, :, :] + (k @ Wk)[:, :, None, :]) @ v,
          ["(2, 5, 3)", "keys before queries"]),
         (lambda q, k, Wq, Wk, v: torch.softmax(additive_scores(q, k, Wq, Wk, v), dim=-1), ["softmax weights"]),
-        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq)[:, :, None, :] + (k @ Wk.T)[:, None, :, :]) @ v,
-         ["raised an exception", "RuntimeError"]),
+        (lambda q, k, Wq, Wk, v: torch.tanh((q @ Wq.T)[:, :, None, :] + (k @ Wk)[:, None, :, :]) @ v,
+         ["raised an exception", "RuntimeError", "no transpose"]),
         (lambda q, k, Wq, Wk, v: additive_scores(q, k, Wq, Wk, v) * 1.1, ["wrong values", "max absolute error"]),
         (lambda q, k, Wq, Wk, v: additive_scores(q, k, Wq, Wk, v).double(), ["dtype torch.float64"]),
         (lambda q, k, Wq, Wk, v: additive_scores(q, k, Wq, Wk, v) / 0.0, ["contains"]),
@@ -111,60 +134,57 @@ def test_4_1_typical_mistakes_are_explained(wrong, fragments, capsys):
     fails(lesson04.additive_scores, wrong, capsys, *fragments)
 
 
-# ----- 4.2 attend ----------------------------------------------------------------------------
-def attend(scores, keys, mask):
-    weights = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1).nan_to_num(0.0)
-    return weights @ keys, weights
+# ----- 4.2 path lengths ----------------------------------------------------------------------
+def path_lengths(n, task, attention):
+    if attention:
+        return [1] * n
+    sources = range(1, n + 1) if task == "copy" else range(n, 0, -1)
+    return [(n - j + 1) + t for t, j in zip(range(1, n + 1), sources)]
 
 
-def attend_with_own_softmax(scores, keys, mask):
-    """A correct answer written differently: explicit max subtraction, exp and division."""
-    allowed = mask[:, None, :].expand_as(scores)  # (B, T, S)
-    shifted = scores - scores.masked_fill(~allowed, -1e30).amax(dim=-1, keepdim=True)  # (B, T, S)
-    e = torch.exp(shifted.masked_fill(~allowed, -1e30)) * allowed  # (B, T, S)
-    weights = e / e.sum(dim=-1, keepdim=True).clamp_min(1e-30)  # (B, T, S)
-    return torch.einsum("bts,bsd->btd", weights, keys), weights
+def test_4_2_solution_and_equivalent_answers_pass(solutions, capsys):
+    passes(lesson04.path_lengths, solutions["path_lengths"], capsys)
+    passes(lesson04.path_lengths, path_lengths, capsys)
+    passes(lesson04.path_lengths,  # closed forms, as a tensor and as floats
+           lambda n, task, a: torch.ones(n, dtype=torch.long) if a else
+           (torch.full((n,), n + 1) if task == "copy" else 2 * torch.arange(1, n + 1)), capsys)
+    passes(lesson04.path_lengths, lambda n, task, a: [float(x) for x in path_lengths(n, task, a)], capsys)
 
 
-def test_4_2_reference_and_an_equivalent_answer_pass(capsys):
-    passes(lesson04.attend, attend, capsys)
-    passes(lesson04.attend, attend_with_own_softmax, capsys)
+def _without(fn):
+    """Right with attention, ``fn`` without."""
+    return lambda n, task, a: [1] * n if a else fn(n, task)
 
 
-def without_nan_guard(scores, keys, mask):
-    weights = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
-    return weights @ keys, weights
-
-
-def naive_exp(scores, keys, mask):
-    e = torch.exp(scores) * mask[:, None, :]  # overflows for large scores
-    weights = e / e.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    return weights @ keys, weights
-
-
-def softmax_over_queries(scores, keys, mask):
-    weights = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=1).nan_to_num(0.0)
-    return weights @ keys, weights
+def _sources(n, task):
+    return list(range(1, n + 1)) if task == "copy" else list(range(n, 0, -1))
 
 
 @pytest.mark.parametrize(
     "wrong, fragments",
     [
         (not_attempted, ["not attempted yet"]),
-        (lambda s, k, m: None, ["returned None", "return context, weights"]),
-        (lambda s, k, m: attend(s, k, m)[0], ["returned a Tensor", "pair"]),
-        (lambda s, k, m: attend(s, k, m)[::-1], ["returned (weights, context)"]),
-        (lambda s, k, m: (torch.softmax(s, -1) @ k, torch.softmax(s, -1)), ["padding got weight", "-inf"]),
-        (lambda s, k, m: attend(s, k, ~m), ["mask is inverted", "True means 'may attend'"]),
-        (softmax_over_queries, ["sum to one", "dim=-1"]),
-        (lambda s, k, m: attend(s.masked_fill(~m, float("-inf")), k, m), ["raised an exception"]),
-        (lambda s, k, m: (attend(s, k, m)[0] * 2, attend(s, k, m)[1]), ["the context", "wrong values"]),
-        (without_nan_guard, ["all False", "NaN", "nan_to_num"]),
-        (naive_exp, ["~1000", "overflows"]),
+        (lambda n, task, a: None, ["is None"]),
+        (lambda n, task, a: n + 1, ["single number", "one length per output step"]),
+        (lambda n, task, a: path_lengths(n, task, a) + [0], ["holds 4 numbers; expected 3"]),
+        (lambda n, task, a: [str(x) for x in path_lengths(n, task, a)], ["'4' (a str)"]),
+        (lambda n, task, a: torch.tensor(path_lengths(n, task, a), dtype=torch.float32), ["dtype torch.float32"]),
+        (_without(lambda n, task: [n - j + 1 for j in _sources(n, task)]), ["only the encoder's updates"]),
+        (_without(lambda n, task: list(range(1, n + 1))), ["only the decoder's updates"]),
+        (_without(lambda n, task: [n - j + t for t, j in zip(range(1, n + 1), _sources(n, task))]),
+         ["one short", "four in all"]),
+        (_without(lambda n, task: [n - j + t + 2 for t, j in zip(range(1, n + 1), _sources(n, task))]),
+         ["one too many"]),
+        (lambda n, task, a: path_lengths(n, "copy", a), ["count for copying", "n + 1 - t"]),
+        (lambda n, task, a: path_lengths(n, task, False), ["the count without attention", "h_j"]),
+        (lambda n, task, a: [2] * n if a else path_lengths(n, task, a), ["counts 2 updates"]),
+        (lambda n, task, a: [0] * n if a else path_lengths(n, task, a), ["one step from every output"]),
+        (_without(lambda n, task: [x + (t == 2) for t, x in enumerate(path_lengths(n, task, False), 1)]),
+         ["for output 2", "expected 4"]),
     ],
 )
 def test_4_2_typical_mistakes_are_explained(wrong, fragments, capsys):
-    fails(lesson04.attend, wrong, capsys, *fragments)
+    fails(lesson04.path_lengths, wrong, capsys, *fragments)
 
 
 # ----- 4.3 decoder step --------------------------------------------------------------------
@@ -176,16 +196,19 @@ def decoder_step(model, token, state, keys, mask):
     return logits, new_state, weights
 
 
-def test_4_3_reference_passes_and_equals_attnlibs_step(capsys):
+def test_4_3_solution_passes_and_equals_attnlibs_step(solutions, capsys):
+    passes(lesson04.decoder_step, solutions["decoder_step"], capsys)
     passes(lesson04.decoder_step, decoder_step, capsys)
     torch.manual_seed(0)
     model = attnlib.Seq2Seq(11, embed_dim=6, hidden_dim=8, attention="additive")
     token, state, keys = torch.randint(3, 11, (4,)), torch.randn(4, 8), torch.randn(4, 5, 8)
     mask = torch.arange(5)[None, :] < torch.tensor([5, 4, 2, 1])[:, None]  # (B, S)
-    memory = EncoderMemory(keys, mask, state, model.scorer.project_keys(keys))
-    with torch.no_grad():
-        for a, b in zip(decoder_step(model, token, state, keys, mask), model.step(token, state, memory)):
-            torch.testing.assert_close(a, b)
+    score_bias = torch.zeros(4, 5).masked_fill(~mask, float("-inf"))  # (B, S)
+    for memory in (EncoderMemory(keys, mask, state, model.scorer.project_keys(keys)),  # the checked path
+                   EncoderMemory(keys, mask, state, model.scorer.project_keys(keys), score_bias)):  # the fast one
+        with torch.no_grad():
+            for a, b in zip(solutions["decoder_step"](model, token, state, keys, mask), model.step(token, state, memory)):
+                torch.testing.assert_close(a, b)
 
 
 def attend_after_update(model, token, state, keys, mask):
@@ -244,36 +267,119 @@ def test_4_3_typical_mistakes_are_explained(wrong, fragments, capsys):
     fails(lesson04.decoder_step, wrong, capsys, *fragments)
 
 
-def test_4_3_does_not_disturb_the_learners_random_numbers():
+# ----- 4.4 the reverse task's alignment ------------------------------------------------------
+def reverse_alignment(source_mask):
+    lengths = source_mask.sum(dim=1)  # (B,)
+    S = source_mask.shape[1]
+    out = torch.zeros(source_mask.shape[0], S + 1, S)
+    for b, n in enumerate(lengths.tolist()):
+        for t in range(n):
+            out[b, t, n - 1 - t] = 1.0
+    return out
+
+
+def test_4_4_solution_and_an_equivalent_answer_pass(solutions, capsys):
+    passes(lesson04.reverse_alignment, solutions["reverse_alignment"], capsys)
+    passes(lesson04.reverse_alignment, reverse_alignment, capsys)
+
+
+def test_4_4_the_solution_is_the_alignment_of_a_model_that_reverses(solutions):
+    """A greedy decoder that attends where 4.4 says, and copies what it reads, writes the reversed string."""
+    batch = data.collate([data.Example((3, 4, 5), (5, 4, 3)), data.Example((6, 7), (7, 6))])
+    weights = solutions["reverse_alignment"](batch.source_mask)  # (B, S + 1, S)
+    read = (weights @ batch.source[:, :, None].float())[..., 0].long()  # (B, S + 1): the token each step reads
+    assert read[0, :3].tolist() == [5, 4, 3] and read[1, :2].tolist() == [7, 6]
+    assert torch.all(weights[0, 3:] == 0) and torch.all(weights[1, 2:] == 0)  # EOS and after: nothing
+
+
+def _anti_diagonal_of_padding(source_mask):
+    B, S = source_mask.shape
+    lengths = source_mask.sum(dim=1)
+    steps = torch.arange(S + 1)[None, :, None]
+    wanted = torch.where(steps < lengths[:, None, None], S - 1 - steps, -1)
+    return (torch.arange(S)[None, None, :] == wanted).float()
+
+
+def _diagonal(source_mask):
+    B, S = source_mask.shape
+    steps = torch.arange(S + 1)[None, :, None]
+    wanted = torch.where(steps < source_mask.sum(dim=1)[:, None, None], steps, -1)
+    return (torch.arange(S)[None, None, :] == wanted).float()
+
+
+def _eos_row_wraps(source_mask):
+    out = reverse_alignment(source_mask)
+    for b, n in enumerate(source_mask.sum(dim=1).tolist()):
+        out[b, n, -1] = 1.0  # n - 1 - n = -1: the last column, counted from the end
+    return out
+
+
+@pytest.mark.parametrize(
+    "wrong, fragments",
+    [
+        (not_attempted, ["not attempted yet"]),
+        (lambda m: None, ["is None"]),
+        (lambda m: reverse_alignment(m)[:, :-1], ["(4, 5, 5)", "S + 1"]),
+        (lambda m: reverse_alignment(m).transpose(1, 2), ["rows and columns are swapped"]),
+        (lambda m: reverse_alignment(m).bool(), ["dtype torch.bool", "float32"]),
+        (_diagonal, ["copy task's alignment", "anti-diagonal"]),
+        (_anti_diagonal_of_padding, ["*padded* row", "n_b - 1 - t"]),
+        (_eos_row_wraps, ["not all zero", "EOS"]),
+        (lambda m: 0.5 * reverse_alignment(m), ["one-hot"]),
+        (lambda m: reverse_alignment(m).double(), ["dtype torch.float64"]),
+    ],
+)
+def test_4_4_typical_mistakes_are_explained(wrong, fragments, capsys):
+    fails(lesson04.reverse_alignment, wrong, capsys, *fragments)
+
+
+# ----- every exercise: stubs, exceptions, hints, speed -------------------------------------
+EXERCISES = [
+    (lesson04.additive_scores, "additive_scores", "def f(queries, keys, W_q, W_k, v):"),
+    (lesson04.path_lengths, "path_lengths", "def f(n, task, attention):"),
+    (lesson04.decoder_step, "decoder_step", "def f(model, token, state, keys, mask):"),
+    (lesson04.reverse_alignment, "reverse_alignment", "def f(source_mask):"),
+]
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_checkers_report_exceptions_and_unsolved_stubs(exercise, function, signature, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise.number} ({function}): replace this line with your solution")
+
+    fails(exercise, stub, capsys, "not attempted")
+    fails(exercise, lambda *args, **kwargs: [][1], capsys, "raised an exception", "IndexError")
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_hints_build_up_and_the_last_shows_a_key_line_not_the_whole_solution(exercise, function, signature, capsys):
+    exercise._hints_given = 0
+    total = len(exercise.hints)
+    assert 2 <= total <= 4
+    try:
+        for i in range(total + 1):
+            exercise.hint()
+            out = capsys.readouterr().out
+            assert f"Hint {min(i + 1, total)}/{total} for Exercise {exercise.number}" in out
+            assert wrap(exercise.hints[min(i, total - 1)]) in out
+    finally:
+        exercise._hints_given = 0
+    assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)
+    namespace = {"torch": torch, "np": np, "attnlib": attnlib}
+    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
+    exec(f"{signature}\n{body}", namespace)
+    with pytest.raises(AssertionError):  # the key line alone is not an answer
+        exercise.check(namespace["f"])
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("exercise, function, signature", EXERCISES)
+def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, function, signature, solutions, capsys):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    lesson04.decoder_step.check(decoder_step)
+    start = time.perf_counter()
+    exercise.check(solutions[function])
+    assert time.perf_counter() - start < 2.0
     torch.testing.assert_close(torch.rand(3), expected)
-
-
-# ----- hints ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("exercise", [lesson04.additive_scores, lesson04.attend, lesson04.decoder_step])
-def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
-
-
-def test_the_last_hints_are_working_solutions():
-    """The final hint of each exercise, run as code, passes the checker."""
-    namespace = {"torch": torch, "np": np, "attnlib": attnlib}
-    for exercise, signature in (
-        (lesson04.additive_scores, "def f(queries, keys, W_q, W_k, v):"),
-        (lesson04.attend, "def f(scores, keys, mask):"),
-        (lesson04.decoder_step, "def f(model, token, state, keys, mask):"),
-    ):
-        body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-        exec(f"{signature}\n{body}", namespace)
-        exercise.check(namespace["f"])
+    capsys.readouterr()

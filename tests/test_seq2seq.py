@@ -223,3 +223,51 @@ def test_greedy_decode_needs_a_positive_max_length(bad):
     batch = data.collate(list(examples()))
     with pytest.raises(ValueError, match="max_length must be a positive int"):
         net.greedy_decode(batch.source, batch.source_mask, bad)
+
+
+# ----- forward does at once what step does step by step --------------------------------------
+def step_by_step(net, source, source_mask, target_input):
+    """Teacher forcing written with the public step(), one call per target position."""
+    memory = net.encode(source, source_mask)
+    state, logits = memory.summary, []
+    for t in range(target_input.shape[1]):
+        step_logits, state, _ = net.step(target_input[:, t], state, memory)
+        logits.append(step_logits)
+    return torch.stack(logits, dim=1)  # (B, T, V)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_equals_step_by_step_values_and_gradients(kind):
+    batch = data.collate(list(examples()))
+    fast, slow = model(kind).train(), model(kind).train()  # the same weights
+    args = (batch.source, batch.source_mask, batch.target_input)
+    weights = torch.randn(batch.target_input.shape + (VOCAB,))  # (B, T, V): a loss that reaches every logit
+    ((fast(*args) * weights).sum()).backward()
+    ((step_by_step(slow, *args) * weights).sum()).backward()
+    torch.testing.assert_close(fast(*args), step_by_step(slow, *args), atol=1e-5, rtol=1e-5)
+    for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot"])
+def test_the_memory_masks_the_scores_with_a_bias_and_projects_the_keys_once(kind):
+    net = model(kind)
+    batch = data.collate(list(examples()))
+    memory = net.encode(batch.source, batch.source_mask)
+    assert memory.score_bias.shape == batch.source_mask.shape
+    assert torch.all(memory.score_bias[batch.source_mask] == 0)
+    assert torch.all(memory.score_bias[~batch.source_mask] == float("-inf"))
+    torch.testing.assert_close(memory.projected, net.scorer.project_keys(memory.states))
+    by_hand = EncoderMemory(memory.states, memory.mask, memory.summary)  # no projection, no bias: the checked path
+    state = torch.randn(3, 12)
+    for a, b in zip(net.context(state, memory), net.context(state, by_hand)):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_model_without_attention_has_no_scorer_and_no_projection():
+    net = model("none")
+    batch = data.collate(list(examples()))
+    memory = net.encode(batch.source, batch.source_mask)
+    assert not hasattr(net, "scorer") and memory.projected is None and memory.score_bias is None
+    context, weights = net.context(torch.randn(3, 12), memory)
+    assert weights is None and torch.equal(context, memory.summary)

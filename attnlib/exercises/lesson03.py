@@ -1,9 +1,13 @@
 """Exercises of lesson 03 (queries, keys and values).
 
+3.1 ``soft_lookup``: softmax(q kᵀ / temperature) v for any batch shape.
+3.2 ``split_qkv``: queries, keys and values from one stored matrix and one multiplication.
+3.3 ``recall_weights``: W_Q, W_K and W_V set by hand so that attention solves associative recall.
+
 Each checker first looks for this lesson's classic mistakes (a forgotten temperature,
 softmax over the queries, the weights returned instead of the values, q and k split
-in the wrong order, a percentage instead of a fraction, ...) and names them; only
-then does it fall back to a plain comparison with the right answer.
+in the wrong order, a lookup too soft or one that reads the values, ...) and names
+them; only then does it fall back to a plain comparison with the right answer.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 
 import torch
 
-from ._core import Exercise, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, comparable
 
 
 # ----- small helpers (never raise on a learner's odd result) ----------------------------
@@ -87,9 +91,7 @@ soft_lookup = Exercise(
         "queries (..., Lq, d) @ keys.transpose(-2, -1) (..., d, Lk) gives scores (..., Lq, Lk). "
         "torch.softmax(scores / temperature, dim=-1) makes each query's row sum to one. "
         "Then weights (..., Lq, Lk) @ values (..., Lk, d_v) → (..., Lq, d_v).",
-        "scores = queries @ keys.transpose(-2, -1)  # (..., Lq, Lk)\n"
-        "weights = torch.softmax(scores / temperature, dim=-1)  # (..., Lq, Lk)\n"
-        "return weights @ values  # (..., Lq, d_v)",
+        "weights = torch.softmax(scores / temperature, dim=-1)  # (..., Lq, Lk): each query's row sums to one",
     ],
     success="a sharp lookup at low temperature, a blend at high temperature, for any batch shape.",
 )
@@ -142,54 +144,132 @@ split_qkv = Exercise(
         "the queries first, then the keys, then the values.",
         "Slice the last dimension: [..., :d_k] for q, [..., d_k:2*d_k] for k, [..., 2*d_k:] for v. "
         "The `...` keeps it working for any batch shape.",
-        "projected = x @ W_qkv  # (..., L, 2 d_k + d_v)\n"
-        "return projected[..., :d_k], projected[..., d_k:2 * d_k], projected[..., 2 * d_k:]",
+        "v = projected[..., 2 * d_k:]  # (..., L, d_v): every column after the queries' and the keys'",
     ],
     success="one matrix multiplication, three roles.",
 )
 
 
-# ----- Exercise 3.3: recall accuracy ----------------------------------------------------
-def _test_recall_accuracy(t: Trial, recall_accuracy) -> None:
-    batch, vocab = 8, 6
-    targets = t.randint(0, vocab, (batch,))  # (B,)
-    logits = t.randn(batch, vocab)  # (B, V)
-    right = torch.tensor([1, 1, 0, 1, 0, 1, 1, 0], dtype=torch.bool, device=t.device)  # 5 of 8 correct
-    wrong_guess = (targets + 1) % vocab  # (B,), some other token
-    answer = torch.where(right, targets, wrong_guess)  # (B,), the token the model picks
-    logits[torch.arange(batch), answer] = logits.abs().max() + 1  # make `answer` the argmax
-    expected = 5 / 8
-    what = "recall_accuracy(logits (8, 6), targets (8,)) when 5 of 8 answers are right"
-    got = t.call(recall_accuracy, logits, targets, what="recall_accuracy(logits (8, 6), targets (8,))")
-    if isinstance(got, torch.Tensor) and got.numel() == batch:
-        t.expect(False, f"{what} returned a tensor of shape {tuple(got.shape)}, one entry per example. "
-                 "Average it into a single number: (...).float().mean().")
-    number = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
-    if isinstance(number, (int, float)) and not isinstance(number, bool):
-        if math.isclose(number, 100 * expected):
-            t.expect(False, f"{what} is {number:g}, a percentage. Return a fraction between 0 and 1 ({expected}).")
-        if math.isclose(number, 5):
-            t.expect(False, f"{what} is {number:g}, the number of right answers. Divide by the batch size "
-                     "(or use .mean()) to get a fraction.")
-    t.expect_number(got, expected, what)
-
-    got = t.call(recall_accuracy, logits, answer, what="recall_accuracy(logits (8, 6), targets (8,))")
-    t.expect_number(got, 1.0, "recall_accuracy when every answer is right")
-    got = t.call(recall_accuracy, logits, (answer + 1) % vocab, what="recall_accuracy(logits (8, 6), targets (8,))")
-    t.expect_number(got, 0.0, "recall_accuracy when every answer is wrong")
+# ----- Exercise 3.3: a lookup set by hand -----------------------------------------------
+MATCH_SHARE = 0.95  # the least weight the matching slot must get
 
 
-recall_accuracy = Exercise(
+def _recall_inputs(t: Trial, batch: int, num_pairs: int, num_keys: int, num_values: int):
+    """One-hot recall inputs: asking (B, 1, d), slots (B, P, d), the asked slot (B,), its value (B,).
+
+    A slot is [one-hot key | one-hot value]; the asking vector is [one-hot key | 0]; d = num_keys + num_values.
+    """
+    keys = torch.stack([torch.randperm(num_keys, generator=t.generator)[:num_pairs] for _ in range(batch)])  # (B, P)
+    values = torch.randint(0, num_values, (batch, num_pairs), generator=t.generator)  # (B, P)
+    asked = torch.randint(0, num_pairs, (batch,), generator=t.generator)  # (B,)
+    features = torch.eye(num_keys + num_values)  # (d, d)
+    slots = features[keys] + features[num_keys + values]  # (B, P, d)
+    asking = features[keys.gather(1, asked[:, None])]  # (B, 1, d)
+    return asking, slots, asked, values.gather(1, asked[:, None])[:, 0]
+
+
+def _unpack_recall_weights(got, what: str, d_model: int, num_keys: int, num_values: int):
+    if got is None:
+        raise Failure(f"{what} returned None. Did your function forget to `return W_Q, W_K, W_V`?")
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        kind = type(got).__name__ + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else "")
+        raise Failure(f"{what} returned a {kind}; expected three matrices `(W_Q, W_K, W_V)`.")
+    for name, W in zip(("W_Q", "W_K", "W_V"), got):
+        if not isinstance(W, torch.Tensor):
+            raise Failure(f"{what}: {name} is a {type(W).__name__}; a torch.Tensor was expected.")
+        if W.dim() != 2 or W.shape[0] != d_model:
+            raise Failure(f"{what}: {name} has shape {tuple(W.shape)}; expected (d_model, ...) with d_model = "
+                          f"num_keys + num_values = {d_model}: one row per input feature, as in x @ {name}.")
+        if W.dtype != torch.float32:
+            raise Failure(f"{what}: {name} has dtype {W.dtype}; expected torch.float32 (the default of torch.eye "
+                          "and torch.zeros), the dtype of the inputs.")
+        if not torch.isfinite(W).all():
+            raise Failure(f"{what}: {name} contains NaN or infinity; use a large but finite scale.")
+    W_Q, W_K, W_V = (W.detach().cpu() for W in got)
+    if W_Q.shape != W_K.shape:
+        raise Failure(f"{what}: W_Q has shape {tuple(W_Q.shape)} but W_K has {tuple(W_K.shape)}; queries and keys "
+                      "must have the same width d_k to be compared by a dot product.")
+    if W_V.shape[1] != num_values:
+        raise Failure(f"{what}: W_V has shape {tuple(W_V.shape)}; expected (d_model, num_values) = "
+                      f"{(d_model, num_values)}: the read-out is the answer, one entry per value, so W_V must "
+                      "hand over the value part of a slot and nothing else.")
+    return W_Q, W_K, W_V
+
+
+def _lookup_with(asking, slots, W_Q, W_K, W_V):
+    """Scaled dot-product attention of the asking vector over the slots: weights (B, P), read-out (B, d_v)."""
+    q, k, v = asking @ W_Q, slots @ W_K, slots @ W_V  # (B, 1, d_k), (B, P, d_k), (B, P, d_v)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, 1, P)
+    return weights[:, 0], (weights @ v)[:, 0]  # (B, P), (B, d_v)
+
+
+def _test_recall_weights(t: Trial, recall_weights) -> None:
+    for num_keys, num_values, num_pairs in ((16, 16, 6), (8, 10, 8), (26, 4, 3)):
+        d_model = num_keys + num_values
+        what = f"recall_weights(num_keys={num_keys}, num_values={num_values})"
+        got = t.call(recall_weights, num_keys, num_values, what="recall_weights")
+        W_Q, W_K, W_V = _unpack_recall_weights(got, what, d_model, num_keys, num_values)
+        asking, slots, asked, answer = _recall_inputs(t, 64, num_pairs, num_keys, num_values)
+        weights, read = _lookup_with(asking, slots, W_Q, W_K, W_V)  # (B, P), (B, num_values)
+        where = f"with {num_pairs} slots"
+        if not (torch.isfinite(weights).all() and torch.isfinite(read).all()):
+            raise Failure(f"{what} gives NaN attention weights {where}: the scores overflow. A score that "
+                          "beats the others by about 10 (after the division by √d_k) is plenty.")
+        rows = torch.arange(len(asked))  # (B,)
+        on_match = weights[rows, asked]  # (B,), the weight on the slot holding the asked key
+        looked = weights.argmax(dim=-1)  # (B,)
+        right_place = (looked == asked).float().mean().item()
+        if right_place < 1.0:
+            fresh = slots.clone()  # the same keys with other values: a lookup by key must not notice
+            fresh[..., num_keys:] = torch.eye(num_values)[torch.randint(0, num_values, asked.shape + (num_pairs,),
+                                                                        generator=t.generator)]
+            moved = (_lookup_with(asking, fresh, W_Q, W_K, W_V)[0] - weights).abs().max().item()
+            if on_match.max() < weights.max(dim=-1).values.min() and right_place == 0.0:
+                raise Failure(f"{what}: the slot holding the asked key gets the *smallest* weight {where}: a "
+                              "negative scale turns the match into the worst score. Make the matching score the "
+                              "largest.")
+            if moved > 1e-3:
+                raise Failure(f"{what}: changing only the *values* in the slots moves the attention (by up to "
+                              f"{moved:.2f}), so the scores read the value part. A lookup by key must ignore it: "
+                              "keep the rows of W_K for the value features (rows num_keys and beyond) at zero.")
+            if (weights.max(dim=-1).values - weights.min(dim=-1).values).max() < 1e-4:
+                raise Failure(f"{what}: every slot gets the same weight {where}: the scores do not depend on the "
+                              "keys. The query of key a must score high against a slot whose key is a, and low "
+                              "against the others.")
+            raise Failure(f"{what}: only {right_place:.0%} of the questions put their largest weight on the slot "
+                          f"holding the asked key {where}. The score q·k must be largest when the key part of "
+                          "the slot equals the asked key.")
+        if on_match.min() < MATCH_SHARE:
+            raise Failure(f"{what}: every question looks most at the right slot, but too softly: the smallest "
+                          f"weight on it is {on_match.min().item():.3f} {where}, and {MATCH_SHARE} is wanted. "
+                          "Remember the 1/√d_k in the scores; a score gap s gives the match e^s / (e^s + P - 1), "
+                          "so scale W_Q (or W_K) up until the gap is about 10.")
+        found = read.argmax(dim=-1)  # (B,), the value the read-out points at
+        if not torch.equal(found, answer):
+            reads_keys = W_V[:num_keys].abs().sum() > 0 and W_V[num_keys:].abs().sum() == 0
+            if reads_keys:
+                raise Failure(f"{what}: the attention is right, but W_V hands over the *key* part of the slot "
+                              "(rows 0 .. num_keys - 1). The answer is the value: W_V must read the value "
+                              "features, rows num_keys and beyond.")
+            share = (found == answer).float().mean().item()
+            raise Failure(f"{what}: the attention is right, but the read-out's largest entry is the asked slot's "
+                          f"value in only {share:.0%} of the questions {where}. W_V must copy a slot's one-hot "
+                          "value into the read-out, entry j for value j.")
+
+
+recall_weights = Exercise(
     number="3.3",
-    title="recall accuracy",
-    test=_test_recall_accuracy,
+    title="a lookup set by hand",
+    test=_test_recall_weights,
     hints=[
-        "The model's answer is the token with the largest logit. Compare it with the target and count how "
-        "often they agree, as a fraction of the batch.",
-        "logits.argmax(dim=-1) gives one predicted token per example, shape (B,). Comparing it with targets "
-        "gives booleans; .float().mean() turns them into the fraction of right answers.",
-        "predictions = logits.argmax(dim=-1)  # (B,)\n"
-        "return (predictions == targets).float().mean().item()",
+        "Write down what the vectors hold. The asking vector is [e_q | 0]; a slot is [e_key | e_value]. If the "
+        "query were q = e_q and each key k = e_key (the slot's key part, its value dropped), q·k would be 1 for "
+        "the slot holding the asked key and 0 for every other: a lookup.",
+        "A matrix that keeps some features and drops the others is a slice of the identity: with "
+        "d = num_keys + num_values, `torch.eye(d)[:, :num_keys]` keeps the key part and "
+        "`torch.eye(d)[:, num_keys:]` the value part. But scores of 1 and 0, divided by √d_k, make a soft "
+        "lookup: with P slots the match gets e^s / (e^s + P - 1) for a score gap s. Make s large.",
+        "W_Q = 10 * math.sqrt(num_keys) * torch.eye(num_keys + num_values)[:, :num_keys]  # a gap of 10 after ÷√d_k",
     ],
-    success="a fraction in [0, 1], one number for the whole batch.",
+    success="the right slot gets (almost) all the weight and hands over its value: a lookup without training.",
 )
