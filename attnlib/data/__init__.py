@@ -8,7 +8,9 @@ per family of tasks:
 * :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
 * :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop;
 * :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
-  (is each token the maximum? two-key recall).
+  (is each token the maximum? two-key recall);
+* :mod:`~attnlib.data.translation`: English into a made-up subject–object–verb language,
+  with agreement and a known alignment (lesson 09).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -28,6 +30,7 @@ from .examples import (
 )
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .token_tasks import maximum_task, two_key_recall_task
+from .translation import reference_translation, translation_alignment, translation_task, translation_tokens
 
 __all__ = [
     "BOS",
@@ -44,9 +47,13 @@ __all__ = [
     "copy_task",
     "epochs",
     "maximum_task",
+    "reference_translation",
     "reverse_task",
     "split_dataset",
     "to_text",
     "token_names",
+    "translation_alignment",
+    "translation_task",
+    "translation_tokens",
     "two_key_recall_task",
 ]
