@@ -70,6 +70,15 @@ def test_verbs_agree_with_the_subject_and_adjectives_with_their_noun():
                 assert target[t].endswith("e") == (noun in plural_nouns)
 
 
+def test_no_noun_or_adjective_occurs_twice_in_a_sentence():
+    dataset = data.translation_task(500, max_adjectives=4, seed=6)
+    lemma = {form: singular for singular, plural in translation._NOUNS for form in (singular, plural)}
+    for example in dataset:
+        content = [lemma.get(w, w) for w in words(dataset, example.source)
+                   if w in lemma or w in translation._ADJECTIVES]
+        assert len(content) == len(set(content))
+
+
 def test_held_out_sentences_never_appear_in_training():
     train, validation, test = data.split_dataset(data.translation_task(2_000, seed=4), (0.8, 0.1, 0.1), seed=4)
     assert not {e.source for e in train} & ({e.source for e in validation} | {e.source for e in test})
@@ -87,7 +96,7 @@ def test_the_options_shape_the_sentences():
     (dict(num_examples=10, max_adjectives=5), ValueError, "at most 4"),
     (dict(num_examples=10, max_adjectives=-1), ValueError, "max_adjectives must be >= 0"),
     (dict(num_examples=10, phrase_probability=1.5), ValueError, r"phrase_probability must be a number in \[0, 1\]"),
-    (dict(num_examples=50_000, max_adjectives=0, phrase_probability=0.0), ValueError, "only 43200 exist"),
+    (dict(num_examples=50_000, max_adjectives=0, phrase_probability=0.0), ValueError, "only 40320 exist"),
     (dict(num_examples=10, seed=-1), ValueError, "seed"),
     (dict(num_examples=2.5), TypeError, "num_examples must be an int"),
 ])

@@ -25,6 +25,7 @@ words. Everything is deterministic from a ``seed``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -70,10 +71,12 @@ def translation_task(num_examples: int, *, max_adjectives: int = 2, phrase_proba
     """``num_examples`` distinct English sentences and their translations, as token ids.
 
     A sentence is ``subject verb object [preposition noun-phrase]``; a noun phrase is a
-    determiner, 0 to ``max_adjectives`` distinct adjectives (uniformly many) and a noun,
-    singular or plural with equal chance; the prepositional phrase comes with probability
-    ``phrase_probability``. Sources have 5 to ``3·(2 + max_adjectives) + 2`` words, and
-    every target has as many words as its source. See the module for the target's rules.
+    determiner, 0 to ``max_adjectives`` adjectives (uniformly many) and a noun, singular
+    or plural with equal chance; the prepositional phrase comes with probability
+    ``phrase_probability``. No noun and no adjective occurs twice in a sentence, so every
+    target word can be traced to one source word. Sources have 5 to ``3·(2 +
+    max_adjectives) + 2`` words, and every target has as many words as its source. See
+    the module for the target's rules.
     """
     _require_int(num_examples, "num_examples", 1)
     _require_int(max_adjectives, "max_adjectives", 0)
@@ -83,18 +86,19 @@ def translation_task(num_examples: int, *, max_adjectives: int = 2, phrase_proba
             or not 0.0 <= phrase_probability <= 1.0):
         raise ValueError(f"phrase_probability must be a number in [0, 1], got {phrase_probability!r}")
     _require_seed(seed)
-    phrases = 2 * len(_NOUNS) * 2 * sum(math.perm(len(_ADJECTIVES), k) for k in range(max_adjectives + 1))
-    without = phrases * len(_VERBS) * phrases if phrase_probability < 1 else 0
-    with_phrase = phrases * len(_VERBS) * phrases * len(_PREPOSITIONS) * phrases if phrase_probability > 0 else 0
-    _require_enough(num_examples, without + with_phrase, "translation_task")
+    possible = sum(_count_sentences(n, max_adjectives) for n, allowed in ((2, phrase_probability < 1),
+                                                                         (3, phrase_probability > 0)) if allowed)
+    _require_enough(num_examples, possible, "translation_task")
 
     rng = random.Random(seed)
     seen: set[tuple[int, ...]] = set()
     examples = []
     while len(examples) < num_examples:
-        words = _noun_phrase(rng, max_adjectives) + [rng.choice(tuple(_VERBS))] + _noun_phrase(rng, max_adjectives)
+        used: set[str] = set()  # nouns and adjectives already in the sentence
+        words = _noun_phrase(rng, max_adjectives, used) + [rng.choice(tuple(_VERBS))]
+        words += _noun_phrase(rng, max_adjectives, used)
         if rng.random() < phrase_probability:
-            words += [rng.choice(tuple(_PREPOSITIONS))] + _noun_phrase(rng, max_adjectives)
+            words += [rng.choice(tuple(_PREPOSITIONS))] + _noun_phrase(rng, max_adjectives, used)
         source = tuple(_ID[w] for w in words)
         if source in seen:
             continue
@@ -133,12 +137,23 @@ def translation_alignment(source) -> tuple[int, ...]:
 
 
 # ----- the grammar --------------------------------------------------------------------------
-def _noun_phrase(rng: random.Random, max_adjectives: int) -> list[str]:
+def _noun_phrase(rng: random.Random, max_adjectives: int, used: set[str]) -> list[str]:
+    """A determiner, adjectives and a noun, none of whose noun and adjectives is in ``used`` (updated)."""
     plural = rng.random() < 0.5
-    singular_form, plural_form = rng.choice(tuple(_NOUNS))
+    singular_form, plural_form = rng.choice([pair for pair in _NOUNS if pair[0] not in used])
     determiner = rng.choice(_PLURAL_DETERMINERS if plural else _SINGULAR_DETERMINERS)
-    adjectives = rng.sample(tuple(_ADJECTIVES), rng.randint(0, max_adjectives))
+    free = [a for a in _ADJECTIVES if a not in used]
+    adjectives = rng.sample(free, rng.randint(0, min(max_adjectives, len(free))))
+    used.update([singular_form, *adjectives])
     return [determiner, *adjectives, plural_form if plural else singular_form]
+
+
+def _count_sentences(phrases: int, max_adjectives: int) -> int:
+    """How many distinct sentences with ``phrases`` noun phrases (2, or 3 with a preposition) the grammar makes."""
+    adjective_choices = sum(math.perm(len(_ADJECTIVES), sum(counts))
+                            for counts in itertools.product(range(max_adjectives + 1), repeat=phrases))
+    nouns = math.perm(len(_NOUNS), phrases) * (2 * 2) ** phrases  # distinct nouns; number; determiner
+    return nouns * adjective_choices * len(_VERBS) * (len(_PREPOSITIONS) if phrases == 3 else 1)
 
 
 def _source_words(source) -> list[str]:
