@@ -6,6 +6,7 @@ lessons build on tested code. Everything runs on cuda, mps or cpu.
 
 from .additive_attention import AdditiveAttention
 from .attention import causal_mask, scaled_dot_product_attention
+from .decoding import beam_search, greedy_decode
 from .device import describe_environment, get_device, seed_everything
 from .gpt import GPT
 from .kv_cache import KVCache
@@ -22,7 +23,8 @@ from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
-from . import data, sampling, train, viz
+from .transformer import Transformer, TransformerConfig, padding_mask, target_mask
+from . import data, decoding, sampling, train, transformer, viz
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -39,17 +41,25 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
+    "Transformer",
+    "TransformerConfig",
+    "beam_search",
     "causal_mask",
     "cosine_similarity",
     "data",
+    "decoding",
     "describe_environment",
     "dot_product_scores",
     "get_device",
+    "greedy_decode",
     "masked_softmax",
+    "padding_mask",
     "scaled_dot_product_attention",
     "sampling",
     "seed_everything",
     "sinusoidal_positional_encoding",
+    "target_mask",
     "train",
+    "transformer",
     "viz",
 ]

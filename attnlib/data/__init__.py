@@ -10,7 +10,9 @@ per family of tasks:
 * :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
   (is each token the maximum? two-key recall);
 * :mod:`~attnlib.data.text`: a text corpus read from Python's own standard library, a
-  character tokenizer, and random training windows for language models.
+  character tokenizer, and random training windows for language models;
+* :mod:`~attnlib.data.translation`: English into a made-up subject–object–verb language,
+  with agreement and a known alignment (lesson 09).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -31,6 +33,7 @@ from .examples import (
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .text import CharTokenizer, python_source_corpus, random_windows, split_by_position
 from .token_tasks import maximum_task, two_key_recall_task
+from .translation import reference_translation, translation_alignment, translation_task, translation_tokens
 
 __all__ = [
     "BOS",
@@ -50,10 +53,14 @@ __all__ = [
     "maximum_task",
     "python_source_corpus",
     "random_windows",
+    "reference_translation",
     "reverse_task",
     "split_by_position",
     "split_dataset",
     "to_text",
     "token_names",
+    "translation_alignment",
+    "translation_task",
+    "translation_tokens",
     "two_key_recall_task",
 ]
