@@ -16,7 +16,7 @@ from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
-from . import data, sampling, train, viz
+from . import data, fast_attention, measure, sampling, train, viz
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -37,8 +37,10 @@ __all__ = [
     "data",
     "describe_environment",
     "dot_product_scores",
+    "fast_attention",
     "get_device",
     "masked_softmax",
+    "measure",
     "scaled_dot_product_attention",
     "sampling",
     "seed_everything",
