@@ -17,7 +17,7 @@ BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 READY := $(VENV)/.ready
 
-.PHONY: setup lab test notebooks site clean
+.PHONY: setup lab test notebooks site gpu-check clean
 
 ## setup: create .venv with torch, attnlib (editable) and its development tools
 setup: $(READY)
@@ -48,6 +48,15 @@ notebooks: setup
 ## site: the web book of the executed lessons in docs/_build/html (cached: a second run re-executes only changed lessons)
 site: setup
 	$(PY) tools/build_site.py
+
+## gpu-check: every master notebook on a CUDA GPU (ATTNLIB_DEVICE=cuda), then `python -m attnlib.bench
+## --device cuda`, with a compact report. Needs a CUDA build of torch, numpy, matplotlib and tqdm, but no
+## Jupyter: the cells run without a kernel. Uses .venv if there is one, else python3. Fails clearly
+## without CUDA; GPU_CHECK_ARGS="--dry-run" checks the plan on a CPU, "--only 05 10" runs some lessons.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache docs/_build

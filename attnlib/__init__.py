@@ -24,7 +24,7 @@ from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from .transformer import Transformer, TransformerConfig, padding_mask, target_mask
-from . import data, decoding, sampling, train, transformer, viz
+from . import data, decoding, fast_attention, measure, sampling, train, transformer, viz
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -50,9 +50,11 @@ __all__ = [
     "decoding",
     "describe_environment",
     "dot_product_scores",
+    "fast_attention",
     "get_device",
     "greedy_decode",
     "masked_softmax",
+    "measure",
     "padding_mask",
     "scaled_dot_product_attention",
     "sampling",

@@ -67,9 +67,8 @@ def scaled_dot_product_attention(
     Matches ``torch.nn.functional.scaled_dot_product_attention`` wherever torch
     defines a result.
     """
-    _check_inputs(query, key, value, causal, scale, dropout_p)
+    batch = _check_inputs(query, key, value, causal, scale, dropout_p)  # the broadcast leading dimensions
     lq, lk = query.shape[-2], key.shape[-2]
-    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     scores_shape = (*batch, lq, lk)
     if mask is not None:
         check_mask(mask, scores_shape, query.device)
@@ -204,7 +203,7 @@ def _check_inputs(query, key, value, causal, scale, dropout_p):
             f"got key {tuple(key.shape)} and value {tuple(value.shape)}"
         )
     try:
-        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        batch = _batch_shape(query, key, value)
     except RuntimeError:
         raise ValueError(
             f"the leading (batch) dimensions of query {tuple(query.shape)}, key {tuple(key.shape)} "
@@ -216,3 +215,16 @@ def _check_inputs(query, key, value, causal, scale, dropout_p):
         raise TypeError(f"scale must be a finite number or None, got {scale!r}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, Real) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    return batch
+
+
+def _batch_shape(query, key, value) -> torch.Size:
+    """The leading dimensions of query, key and value broadcast together.
+
+    The usual case, all three alike, skips ``torch.broadcast_shapes``, whose cost (tens of
+    microseconds) shows when a KV-cached generation step calls attention for one token.
+    """
+    shape = query.shape[:-2]
+    if key.shape[:-2] == shape and value.shape[:-2] == shape:
+        return shape
+    return torch.broadcast_shapes(shape, key.shape[:-2], value.shape[:-2])

@@ -88,18 +88,23 @@ class GPT(nn.Module):
         ``caches`` (one :class:`KVCache` per block) makes ``idx`` the new tokens after the cached ones.
         """
         offset = self._check(idx, targets, caches)
-        x = self.token_embedding(idx)  # (B, T, d_model)
-        if self.position_embedding is not None:
-            positions = torch.arange(offset, offset + idx.shape[1], device=idx.device)  # (T,)
-            x = x + self.position_embedding(positions)  # (B, T, d_model) + (T, d_model)
-        x = self.drop(x)  # (B, T, d_model)
-        for i, block in enumerate(self.blocks):
-            x = block(x, causal=True, cache=None if caches is None else caches[i])  # (B, T, d_model)
-        logits = self.lm_head(self.norm(x))  # (B, T, vocab_size)
+        logits = self._logits(idx, caches, offset)  # (B, T, vocab_size)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean over B·T predictions
         return logits, loss
+
+    def _logits(self, idx: torch.Tensor, caches, offset: int) -> torch.Tensor:
+        """The forward pass proper, inputs already checked: idx (B, T) → logits (B, T, vocab_size)."""
+        x = self.token_embedding(idx)  # (B, T, d_model)
+        if self.position_embedding is not None:
+            positions = torch.arange(offset, offset + idx.shape[1], device=idx.device)  # (T,)
+            x = x + self.position_embedding(positions)  # (B, T, d_model) + (T, d_model)
+        if self.training and self.drop.p > 0:
+            x = self.drop(x)  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, cache=None if caches is None else caches[i])  # (B, T, d_model)
+        return self.lm_head(self.norm(x))  # (B, T, vocab_size)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
@@ -130,8 +135,8 @@ class GPT(nn.Module):
                     if caches is None:  # the prompt: one pass fills every block's cache
                         caches = [KVCache(self.block_size) for _ in self.blocks]
                         logits = self(idx, caches=caches)  # (B, T, V)
-                    else:  # one new token against everything cached
-                        logits = self(idx[:, -1:], caches=caches)  # (B, 1, V)
+                    else:  # one new token against everything cached (a token we made: no need to check it)
+                        logits = self._logits(idx[:, -1:], caches, caches[0].length)  # (B, 1, V)
                 else:
                     logits = self(idx[:, -self.block_size:])  # (B, ≤ block_size, V): the cropped window
                 next_token = sample_next_token(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p,
