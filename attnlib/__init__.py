@@ -14,6 +14,7 @@ from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
+from .vision import PatchEmbedding, VisionTransformer
 from . import data, train, viz
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
@@ -23,8 +24,10 @@ __all__ = [
     "DecoderLayer",
     "EncoderLayer",
     "MultiHeadAttention",
+    "PatchEmbedding",
     "QKVProjection",
     "Seq2Seq",
+    "VisionTransformer",
     "causal_mask",
     "cosine_similarity",
     "data",

@@ -8,7 +8,10 @@ per family of tasks:
 * :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
 * :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop;
 * :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
-  (is each token the maximum? two-key recall).
+  (is each token the maximum? two-key recall);
+* :mod:`~attnlib.data.images`: small generated images whose label relates two distant
+  objects (are the two shapes the same colour?), an ``ImageDataset`` that knows where
+  its objects are.
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -27,6 +30,7 @@ from .examples import (
     token_names,
 )
 from .sequences import associative_recall_task, copy_task, reverse_task
+from .images import ImageDataset, same_colour_task
 from .token_tasks import maximum_task, two_key_recall_task
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "Batch",
     "EOS",
     "Example",
+    "ImageDataset",
     "NUM_SPECIAL",
     "PAD",
     "SPECIAL_NAMES",
@@ -45,6 +50,7 @@ __all__ = [
     "epochs",
     "maximum_task",
     "reverse_task",
+    "same_colour_task",
     "split_dataset",
     "to_text",
     "token_names",
