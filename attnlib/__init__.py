@@ -25,6 +25,7 @@ from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from .transformer import Transformer, TransformerConfig, padding_mask, target_mask
 from . import data, decoding, fast_attention, measure, sampling, train, transformer, viz
+from .vision import PatchEmbedding, VisionTransformer
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -36,6 +37,7 @@ __all__ = [
     "KVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "PatchEmbedding",
     "QKVProjection",
     "Seq2Seq",
     "alibi_bias",
@@ -44,6 +46,7 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "beam_search",
+    "VisionTransformer",
     "causal_mask",
     "cosine_similarity",
     "data",

@@ -13,6 +13,9 @@ per family of tasks:
   character tokenizer, and random training windows for language models;
 * :mod:`~attnlib.data.translation`: English into a made-up subject–object–verb language,
   with agreement and a known alignment (lesson 09).
+* :mod:`~attnlib.data.images`: small generated images whose label relates two distant
+  objects (are the two shapes the same colour?), an ``ImageDataset`` that knows where
+  its objects are.
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -32,6 +35,7 @@ from .examples import (
 )
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .text import CharTokenizer, python_source_corpus, random_windows, split_by_position
+from .images import ImageDataset, same_colour_task
 from .token_tasks import maximum_task, two_key_recall_task
 from .translation import reference_translation, translation_alignment, translation_task, translation_tokens
 
@@ -41,6 +45,7 @@ __all__ = [
     "CharTokenizer",
     "EOS",
     "Example",
+    "ImageDataset",
     "NUM_SPECIAL",
     "PAD",
     "SPECIAL_NAMES",
@@ -56,6 +61,7 @@ __all__ = [
     "reference_translation",
     "reverse_task",
     "split_by_position",
+    "same_colour_task",
     "split_dataset",
     "to_text",
     "token_names",
