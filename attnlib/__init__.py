@@ -7,6 +7,7 @@ lessons build on tested code. Everything runs on cuda, mps or cpu.
 from .additive_attention import AdditiveAttention
 from .attention import causal_mask, scaled_dot_product_attention
 from .device import describe_environment, get_device, seed_everything
+from .interpret import AttentionOnlyTransformer
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .multi_head import MultiHeadAttention
@@ -15,12 +16,13 @@ from .qkv import QKVProjection
 from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
-from . import data, train, viz
+from . import data, interpret, train, viz
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
 __all__ = [
     "AdditiveAttention",
+    "AttentionOnlyTransformer",
     "DecoderLayer",
     "EncoderLayer",
     "KVCache",
@@ -36,6 +38,7 @@ __all__ = [
     "describe_environment",
     "dot_product_scores",
     "get_device",
+    "interpret",
     "masked_softmax",
     "scaled_dot_product_attention",
     "seed_everything",

@@ -8,7 +8,8 @@ per family of tasks:
 * :mod:`~attnlib.data.sequences`: copy, reverse and associative-recall tasks;
 * :mod:`~attnlib.data.batching`: padded ``Batch``es and ``epochs`` for the training loop;
 * :mod:`~attnlib.data.token_tasks`: tasks that need tokens to look at each other
-  (is each token the maximum? two-key recall).
+  (is each token the maximum? two-key recall);
+* :mod:`~attnlib.data.repeats`: random tokens that repeat, for language models (lesson 13).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -26,6 +27,7 @@ from .examples import (
     to_text,
     token_names,
 )
+from .repeats import RepeatedTokens, repeated_tokens
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .token_tasks import maximum_task, two_key_recall_task
 
@@ -36,6 +38,7 @@ __all__ = [
     "Example",
     "NUM_SPECIAL",
     "PAD",
+    "RepeatedTokens",
     "SPECIAL_NAMES",
     "SequenceDataset",
     "associative_recall_task",
@@ -44,6 +47,7 @@ __all__ = [
     "copy_task",
     "epochs",
     "maximum_task",
+    "repeated_tokens",
     "reverse_task",
     "split_dataset",
     "to_text",
