@@ -93,8 +93,8 @@ class AttentionOnlyTransformer(nn.Module):
     def _check(self, tokens) -> None:
         require_tensor(tokens, "tokens")
         if tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2:
-            raise TypeError(f"tokens must be an int64 tensor of shape (B, T), got dtype {tokens.dtype} and shape "
-                            f"{tuple(tokens.shape)}")
+            raise TypeError(f"tokens must be an integer (int64) tensor of shape (B, T), got dtype {tokens.dtype} "
+                            f"and shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"tokens has T={tokens.shape[1]} positions but the model has positions for "
                              f"max_len={self.max_len} only")

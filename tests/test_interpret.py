@@ -106,7 +106,7 @@ def test_attention_only_transformer_is_causal_and_has_no_mlp():
 
 
 @pytest.mark.parametrize("tokens, error, fragment", [
-    (torch.zeros(2, 5), TypeError, "int64 tensor of shape (B, T)"),
+    (torch.zeros(2, 5), TypeError, "integer (int64) tensor of shape (B, T)"),
     (torch.zeros(5, dtype=torch.long), TypeError, "shape (5,)"),
     (torch.zeros(2, 9, dtype=torch.long), ValueError, "T=9 positions but the model has positions for max_len=8"),
     (torch.full((2, 3), 10), ValueError, "tokens must lie in [0, vocab_size=10)"),
@@ -211,7 +211,8 @@ def test_scores_explain_bad_inputs(call, error, fragment):
 # ----- ablation -------------------------------------------------------------------------------------
 def _layer_without_heads(layer, x, zeroed):
     """A causal MultiHeadAttention with the outputs of heads ``zeroed`` set to zero before W_O, via torch's SDPA."""
-    q, k, v = (split_heads(t, layer.num_heads) for t in F.linear(x, layer.in_proj_weight, layer.in_proj_bias).chunk(3, -1))
+    projected = F.linear(x, layer.in_proj_weight, layer.in_proj_bias).chunk(3, -1)  # Q, K, V: (B, T, d_model) each
+    q, k, v = (split_heads(t, layer.num_heads) for t in projected)
     heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d_head)
     keep = torch.ones(layer.num_heads)
     keep[list(zeroed)] = 0.0

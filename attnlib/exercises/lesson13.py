@@ -286,7 +286,8 @@ def _test_induction_projections(t: Trial, induction_projections) -> None:
         duplicates = _score(weights[:, None], _duplicates(tokens)).item()  # earlier copies of the query's token
         itself = _score(weights[:, None], _duplicates(tokens) | torch.eye(length, dtype=torch.bool)).item()
         prev = tokens.roll(1, dims=1)  # (B, T): the token before each query
-        same_as_previous = (tokens[:, None, :] == prev[:, :, None]) & torch.ones(length, length, dtype=torch.bool).tril()
+        visible = torch.ones(length, length, dtype=torch.bool).tril()  # (T, T): j <= t
+        same_as_previous = (tokens[:, None, :] == prev[:, :, None]) & visible  # (B, T, T): token j == token t - 1
         swapped = _score(weights[:, None], same_as_previous).item()
         if hit[has].float().mean().item() > 0.95:
             raise Failure(f"{what}: the largest weight is on the right key, but the head is too soft: it puts "
