@@ -9,6 +9,7 @@ from .attention import causal_mask, scaled_dot_product_attention
 from .decoding import beam_search, greedy_decode
 from .device import describe_environment, get_device, seed_everything
 from .gpt import GPT
+from .interpret import AttentionOnlyTransformer
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .multi_head import MultiHeadAttention
@@ -24,13 +25,14 @@ from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from .transformer import Transformer, TransformerConfig, padding_mask, target_mask
-from . import data, decoding, fast_attention, measure, sampling, train, transformer, viz
+from . import data, decoding, fast_attention, interpret, measure, sampling, train, transformer, viz
 from .vision import PatchEmbedding, VisionTransformer
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
 __all__ = [
     "AdditiveAttention",
+    "AttentionOnlyTransformer",
     "DecoderLayer",
     "EncoderLayer",
     "GPT",
@@ -56,6 +58,7 @@ __all__ = [
     "fast_attention",
     "get_device",
     "greedy_decode",
+    "interpret",
     "masked_softmax",
     "measure",
     "padding_mask",

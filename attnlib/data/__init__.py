@@ -16,6 +16,7 @@ per family of tasks:
 * :mod:`~attnlib.data.images`: small generated images whose label relates two distant
   objects (are the two shapes the same colour?), an ``ImageDataset`` that knows where
   its objects are.
+* :mod:`~attnlib.data.repeats`: random tokens that repeat, for language models (lesson 13).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
 """
@@ -33,6 +34,7 @@ from .examples import (
     to_text,
     token_names,
 )
+from .repeats import RepeatedTokens, repeated_tokens
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .text import CharTokenizer, python_source_corpus, random_windows, split_by_position
 from .images import ImageDataset, same_colour_task
@@ -48,6 +50,7 @@ __all__ = [
     "ImageDataset",
     "NUM_SPECIAL",
     "PAD",
+    "RepeatedTokens",
     "SPECIAL_NAMES",
     "SequenceDataset",
     "associative_recall_task",
@@ -59,6 +62,7 @@ __all__ = [
     "python_source_corpus",
     "random_windows",
     "reference_translation",
+    "repeated_tokens",
     "reverse_task",
     "split_by_position",
     "same_colour_task",
