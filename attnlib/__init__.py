@@ -17,6 +17,7 @@ from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from . import data, sampling, train, viz
+from . import distributed, launch, ddp_train  # lesson 14: data parallelism on several processes
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -35,9 +36,12 @@ __all__ = [
     "causal_mask",
     "cosine_similarity",
     "data",
+    "ddp_train",
     "describe_environment",
+    "distributed",
     "dot_product_scores",
     "get_device",
+    "launch",
     "masked_softmax",
     "scaled_dot_product_attention",
     "sampling",
