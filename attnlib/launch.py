@@ -8,7 +8,9 @@ loopback interface, 127.0.0.1:
 * torchrun's rendezvous store listens on ``127.0.0.1:<port>``; with ``port=0`` (the default)
   the operating system picks a free port, so two launches never collide; a given port that
   is taken fails at once with a clear :class:`DistributedRunError`;
-* the workers' gloo connections use the loopback interface (``GLOO_SOCKET_IFNAME``).
+* the workers' gloo connections use the loopback interface (``GLOO_SOCKET_IFNAME``)
+  (``--local-addr`` keeps torchrun's published address on 127.0.0.1 too; torch releases from
+  before its fix in 2024, pytorch/pytorch#135262, may publish the machine's host name instead).
 
 When a worker fails, torchrun stops the others and reports the first failure; :func:`launch`
 turns that report into a :class:`DistributedRunError` that names the rank and its error.
