@@ -56,6 +56,7 @@ def shard_batch(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor
 
 def broadcast_parameters(model: nn.Module, src: int = 0) -> None:
     """Overwrite every rank's parameters and buffers with rank ``src``'s (a collective: every rank calls it)."""
+    _require_module(model, "broadcast_parameters")
     _require_process_group("broadcast_parameters")
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
@@ -70,6 +71,7 @@ def average_gradients(model: nn.Module) -> None:
     gradient of the mean loss over the whole global batch (for equal slices). A collective:
     every rank must call it, with the same parameters in the same order.
     """
+    _require_module(model, "average_gradients")
     _require_process_group("average_gradients")
     world_size = dist.get_world_size()
     for parameter in model.parameters():
@@ -137,6 +139,11 @@ def _check_rank(rank, world_size) -> None:
         raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
 
 
+def _require_module(model, name: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} takes the model (a torch.nn.Module), got {type(model).__name__}")
+
+
 def _require_process_group(name: str) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(f"{name} is a collective: it needs torch.distributed.init_process_group() to have run "
@@ -157,6 +164,9 @@ class BucketTimeline:
     def __init__(self, model: nn.Module, ddp_model: nn.Module):
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
+        if not isinstance(model, nn.Module) or not hasattr(ddp_model, "register_comm_hook"):
+            raise TypeError("BucketTimeline(model, ddp_model) takes the model and the DistributedDataParallel that "
+                            f"wraps it, got {type(model).__name__} and {type(ddp_model).__name__}")
         self.recording, self.start, self.ready, self.buckets, self.seconds = False, 0.0, [], [], 0.0
         for parameter in model.parameters():
             parameter.register_post_accumulate_grad_hook(self._gradient_ready)

@@ -2,15 +2,17 @@
 
 :func:`launch` runs ``python -m torch.distributed.run --nproc-per-node N ... <module or script>``
 with the Python that runs it (so in a notebook, the notebook's own environment), waits for
-it with a timeout, and returns a :class:`LaunchResult`. Everything stays on this machine's
-loopback interface, 127.0.0.1:
+it with a timeout, and returns a :class:`LaunchResult`. Every connection goes to this machine's
+loopback address, 127.0.0.1:
 
-* torchrun's rendezvous store listens on ``127.0.0.1:<port>``; with ``port=0`` (the default)
-  the operating system picks a free port, so two launches never collide; a given port that
-  is taken fails at once with a clear :class:`DistributedRunError`;
-* the workers' gloo connections use the loopback interface (``GLOO_SOCKET_IFNAME``)
-  (``--local-addr`` keeps torchrun's published address on 127.0.0.1 too; torch releases from
-  before its fix in 2024, pytorch/pytorch#135262, may publish the machine's host name instead).
+* torchrun's rendezvous endpoint is ``127.0.0.1:<port>``; with ``port=0`` (the default) the
+  operating system picks a free port, so two launches never collide; a given port that is taken
+  fails at once with a clear :class:`DistributedRunError`. (The store behind it, c10d's
+  ``TCPStore``, listens on that port on every interface, as torch does not let torchrun choose;
+  only processes of this machine connect to it. On a shared network, a firewall keeps others out.)
+* ``--local-addr 127.0.0.1`` makes torchrun give the workers ``MASTER_ADDR=127.0.0.1`` (torch
+  releases from before its fix in 2024, pytorch/pytorch#135262, may publish the host name instead);
+* the workers' gloo connections listen and connect on the loopback interface (``GLOO_SOCKET_IFNAME``).
 
 When a worker fails, torchrun stops the others and reports the first failure; :func:`launch`
 turns that report into a :class:`DistributedRunError` that names the rank and its error.

@@ -44,11 +44,52 @@ def test_shard_batch_explains_bad_input(call, error, message):
         call()
 
 
-def test_collectives_say_they_need_a_process_group():
+def test_collectives_say_they_need_a_process_group_and_a_model():
     model = torch.nn.Linear(2, 2)
     for function in (distributed.average_gradients, distributed.broadcast_parameters):
         with pytest.raises(RuntimeError, match="init_process_group"):
             function(model)
+        with pytest.raises(TypeError, match="takes the model"):
+            function(model.parameters())
+    with pytest.raises(TypeError, match="DistributedDataParallel that wraps it"):
+        distributed.BucketTimeline(model, model)
+
+
+REPORT = """
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+attnlib.ddp_train FAILED
+------------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_15:55:09
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : {exitcode}
+  error_file: {error_file}
+  traceback : {traceback}
+============================================================
+"""
+
+
+@pytest.mark.parametrize("exitcode, error_file, traceback, fragments", [
+    ("1 (pid: 7)", "/tmp/e.json", "Traceback (most recent call last):\n    File ...\n  ValueError: bad shape\n",
+     ["rank 1 failed first", "ValueError: bad shape; exit code 1"]),
+    ("-9 (pid: 7)  (SIGKILL)", "<N/A>", "Signal 9 (SIGKILL) received by PID 7",
+     ["rank 1 failed first", "no Python traceback (the process was killed or called os._exit); it ended with SIGKILL"]),
+    ("3 (pid: 7)", "<N/A>", "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html",
+     ["no Python traceback (the process was killed or called os._exit); exit code 3"]),
+])
+def test_torchruns_failure_report_becomes_one_clear_error(exitcode, error_file, traceback, fragments):
+    error = launch._failure("", REPORT.format(exitcode=exitcode, error_file=error_file, traceback=traceback), 1, 2.5, 0)
+    assert error.rank == 1 and error.returncode == 1 and error.seconds == 2.5
+    for fragment in fragments:
+        assert fragment in str(error), str(error)
+    other = launch._failure("", "something else went wrong\n", 2, 1.0, 0)
+    assert other.rank is None and "torchrun exited with code 2" in str(other) and "something else" in str(other)
 
 
 # ----- memory -------------------------------------------------------------------------------
