@@ -235,7 +235,7 @@ def test_without_torchrun_the_script_says_how_to_start_it(monkeypatch):
 
 
 # ----- two real processes -------------------------------------------------------------------------
-def _run(tmp, name, *extra, strategies="ddp"):
+def _run(tmp, name, *extra, strategies="ddp"):  # (manual: the same collectives, without DDP's slow import)
     out = tmp / f"{name}.json"
     result = launch.launch("attnlib.ddp_train", ["--out", out, "--strategies", strategies, *extra, *TINY.args()],
                            nproc_per_node=WORLD, timeout=240)
@@ -316,7 +316,7 @@ def test_a_checkpoint_of_another_run_is_refused():
 
 def test_a_crashed_rank_ends_the_run_with_an_error_that_names_it(tmp_path):
     with pytest.raises(DistributedRunError) as caught:
-        _run(tmp_path, "crash", "--crash-rank", 1, "--crash-step", 2, "--timeout", 120)
+        _run(tmp_path, "crash", "--crash-rank", 1, "--crash-step", 2, "--timeout", 120, strategies="manual")
     error = caught.value
     assert error.rank == 1 and error.returncode != 0
     assert str(error).startswith("rank 1 failed first") and "RuntimeError: simulated crash of rank 1 at step 2" in str(error)
@@ -326,7 +326,7 @@ def test_a_crashed_rank_ends_the_run_with_an_error_that_names_it(tmp_path):
 
 def test_a_stalled_rank_ends_the_run_when_the_collectives_time_out(tmp_path):
     with pytest.raises(DistributedRunError) as caught:
-        _run(tmp_path, "hang", "--hang-rank", 1, "--hang-step", 2, "--timeout", 2)
+        _run(tmp_path, "hang", "--hang-rank", 1, "--hang-step", 2, "--timeout", 2, strategies="manual")
     error = caught.value
     assert error.rank == 0 and "Timed out waiting 2000ms" in str(error)  # the rank that waited gave up
     assert 2 <= error.seconds < 200
