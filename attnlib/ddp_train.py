@@ -231,7 +231,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     plan = {}
     for item in args.strategies.split(","):
         name, _, steps = item.partition(":")
-        if name not in STRATEGIES or (steps and not steps.isdigit()) or name in plan:
+        if name not in STRATEGIES or (steps and not (steps.isdigit() and int(steps) > 0)) or name in plan:
             parser.error(f"--strategies: {item!r} is not one of {STRATEGIES}, optionally with ':steps', used once")
         plan[name] = int(steps) if steps else args.steps
     args.strategies = plan

@@ -218,6 +218,7 @@ def test_config_flags_round_trip_and_strategies_take_step_counts():
     (["--strategies", "dp"], "'dp' is not one of"),
     (["--strategies", "ddp,ddp"], "used once"),
     (["--strategies", "ddp:x"], "optionally with ':steps'"),
+    (["--strategies", "ddp:0"], "optionally with ':steps'"),
     (["--checkpoint", "c.pt"], "--checkpoint and --save-at go together"),
     (["--strategies", "fsdp", "--checkpoint", "c.pt", "--save-at", "2"], "FSDP model's weights are sharded"),
 ])
