@@ -25,8 +25,22 @@ from .seq2seq import Seq2Seq
 from .similarity import cosine_similarity, dot_product_scores
 from .softmax import masked_softmax
 from .transformer import Transformer, TransformerConfig, padding_mask, target_mask
-from . import data, decoding, fast_attention, interpret, measure, sampling, train, transformer, viz
 from .vision import PatchEmbedding, VisionTransformer
+# Submodules a lesson reaches as attnlib.<name>. The two scripts, bench and ddp_train, are left to
+# `from attnlib import bench` so that `python -m attnlib.bench` runs them fresh.
+from . import (
+    data,
+    decoding,
+    distributed,
+    fast_attention,
+    interpret,
+    launch,
+    measure,
+    sampling,
+    train,
+    transformer,
+    viz,
+)
 
 __version__ = "0.2.0"  # the same as pyproject.toml's (a test checks): notebooks install this release
 
@@ -42,28 +56,30 @@ __all__ = [
     "PatchEmbedding",
     "QKVProjection",
     "Seq2Seq",
+    "Transformer",
+    "TransformerConfig",
+    "VisionTransformer",
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
-    "Transformer",
-    "TransformerConfig",
     "beam_search",
-    "VisionTransformer",
     "causal_mask",
     "cosine_similarity",
     "data",
     "decoding",
     "describe_environment",
+    "distributed",
     "dot_product_scores",
     "fast_attention",
     "get_device",
     "greedy_decode",
     "interpret",
+    "launch",
     "masked_softmax",
     "measure",
     "padding_mask",
-    "scaled_dot_product_attention",
     "sampling",
+    "scaled_dot_product_attention",
     "seed_everything",
     "sinusoidal_positional_encoding",
     "target_mask",

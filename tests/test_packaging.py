@@ -72,6 +72,7 @@ VERSION_GATED = [
     (r"sdpa_kernel", (2, 3), "torch.nn.attention.sdpa_kernel arrived in 2.3"),
     (r"nn\.RMSNorm|F\.rms_norm", (2, 4), "nn.RMSNorm arrived in 2.4"),
     (r"fully_shard", (2, 5), "torch.distributed.fsdp.fully_shard became public in 2.5 (2.6 documents it)"),
+    (r"register_post_accumulate_grad_hook", (2, 1), "Tensor.register_post_accumulate_grad_hook arrived in 2.1"),
     (r"torch\.compile\(", (2, 0), "torch.compile arrived in 2.0"),
     (r"weights_only=", (1, 13), "torch.load(weights_only=...) arrived in 1.13"),
     (r"import numpy|np\.", (2, 3), "NumPy 2 (which a fresh install picks) works with torch >= 2.3"),

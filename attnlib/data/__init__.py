@@ -12,10 +12,10 @@ per family of tasks:
 * :mod:`~attnlib.data.text`: a text corpus read from Python's own standard library, a
   character tokenizer, and random training windows for language models;
 * :mod:`~attnlib.data.translation`: English into a made-up subject–object–verb language,
-  with agreement and a known alignment (lesson 09).
+  with agreement and a known alignment (lesson 09);
 * :mod:`~attnlib.data.images`: small generated images whose label relates two distant
   objects (are the two shapes the same colour?), an ``ImageDataset`` that knows where
-  its objects are.
+  its objects are (lesson 12);
 * :mod:`~attnlib.data.repeats`: random tokens that repeat, for language models (lesson 13).
 
 Everything is importable from ``attnlib.data`` directly, e.g. ``data.copy_task``.
@@ -34,10 +34,10 @@ from .examples import (
     to_text,
     token_names,
 )
+from .images import ImageDataset, same_colour_task
 from .repeats import RepeatedTokens, repeated_tokens
 from .sequences import associative_recall_task, copy_task, reverse_task
 from .text import CharTokenizer, python_source_corpus, random_windows, split_by_position
-from .images import ImageDataset, same_colour_task
 from .token_tasks import maximum_task, two_key_recall_task
 from .translation import reference_translation, translation_alignment, translation_task, translation_tokens
 
@@ -64,8 +64,8 @@ __all__ = [
     "reference_translation",
     "repeated_tokens",
     "reverse_task",
-    "split_by_position",
     "same_colour_task",
+    "split_by_position",
     "split_dataset",
     "to_text",
     "token_names",
