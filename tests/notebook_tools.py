@@ -118,3 +118,60 @@ def gives_whole_solution(hint: str, name: str, function: str) -> bool:
             shown = "\n".join(_code_lines(hint))
             return bool(solution) and all(line in shown for line in solution)
     raise AssertionError(f"{name} has no solution cell defining {function}")
+
+
+def assert_hints_build_up(exercise, capsys) -> None:
+    """The exercise has 2–4 hints; each ``hint()`` shows the next, numbered, and past the last it repeats the last.
+
+    COURSE.md: hints build up, one at a time, so a learner asks only for as much help as they need.
+    """
+    from attnlib.exercises._core import wrap
+
+    exercise._hints_given = 0
+    try:
+        assert 2 <= len(exercise.hints) <= 4, f"{len(exercise.hints)} hints"
+        for number in range(1, len(exercise.hints) + 2):
+            exercise.hint()
+            out = capsys.readouterr().out
+            shown = min(number, len(exercise.hints))
+            assert f"Hint {shown}/{len(exercise.hints)}" in out, out
+            assert wrap(exercise.hints[shown - 1]) in out, out
+    finally:
+        exercise._hints_given = 0
+
+
+def assert_last_hint_alone_fails(exercise, signature: str, capsys, **names) -> None:
+    """A function made of ``signature`` and the last hint's lines, and nothing else, fails the check.
+
+    The last hint may show the key line; copying it must still leave the learner work to do.
+    ``names`` adds globals the hint's code may use beyond torch and math.
+    """
+    import pytest
+    import torch
+
+    namespace = {"torch": torch, "math": math, **names}
+    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
+    exec(f"{signature}\n{body}", namespace)
+    with pytest.raises(AssertionError):
+        exercise.check(namespace["f"])
+    capsys.readouterr()
+
+
+def assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solution, capsys) -> None:
+    """Checking the master's ``solution`` takes well under the few seconds a learner waits, and runs on its own seed.
+
+    The check seeds its own generator, so the learner's random numbers after it are the ones they
+    would have drawn without it. The time limit is generous: feedback on a busy laptop counts.
+    """
+    import time
+
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)  # (3,): what the stream gives next without a check
+    torch.manual_seed(123)
+    start = time.perf_counter()
+    exercise.check(solution)
+    assert time.perf_counter() - start < 5.0
+    torch.testing.assert_close(torch.rand(3), expected)  # (3,)
+    capsys.readouterr()

@@ -8,8 +8,15 @@ import torch
 
 import attnlib
 from attnlib.exercises import lesson05
-from attnlib.exercises._core import wrap
-from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
+from tests.notebook_tools import (
+    assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
+    assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
+    exercise_solutions,
+    load_derivations,
+)
 
 NOTEBOOK = "05_self_attention.ipynb"
 
@@ -209,15 +216,7 @@ EXERCISES = (lesson05.previous_token_projections, lesson05.window_mask, lesson05
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise, signature", [
@@ -226,24 +225,10 @@ def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
     (lesson05.longest_sequence, "def f(memory_bytes, batch_size, num_heads, bytes_per_number):"),
 ])
 def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise, signature, capsys):
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    import time
-
     name = {"5.1": "previous_token_projections", "5.2": "window_mask", "5.3": "longest_sequence"}[exercise.number]
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[name])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[name], capsys)

@@ -1,7 +1,5 @@
 """Lesson 06: its derivations equal attnlib.MultiHeadAttention, and its exercise checkers judge fairly."""
 
-import math
-import time
 
 import numpy as np
 import pytest
@@ -9,8 +7,15 @@ import torch
 
 import attnlib
 from attnlib.exercises import lesson06
-from attnlib.exercises._core import wrap
-from tests.notebook_tools import assert_check_fails, assert_check_passes, exercise_solutions, load_derivations
+from tests.notebook_tools import (
+    assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
+    assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
+    exercise_solutions,
+    load_derivations,
+)
 
 NOTEBOOK = "06_multi_head_attention.ipynb"
 
@@ -188,15 +193,7 @@ NAMES = {"6.1": "merge_heads", "6.2": "mha_parameter_count", "6.3": "cross_atten
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise, signature", [
@@ -205,21 +202,9 @@ def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
     (lesson06.cross_attention_flops, "def f(batch, len_q, len_k, d_model, num_heads):"),
 ])
 def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise, signature, capsys):
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)

@@ -1,17 +1,18 @@
 """Lesson 07: its derivations equal attnlib's positions, and its exercise checkers judge fairly."""
 
 import math
-import time
 
 import pytest
 import torch
 
 import attnlib
 from attnlib.exercises import lesson07
-from attnlib.exercises._core import wrap
 from tests.notebook_tools import (
     assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -287,15 +288,7 @@ NAMES = {"7.1": "shift_matrix", "7.2": "rope_rotate_half", "7.3": "alibi_slopes"
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
@@ -309,21 +302,9 @@ def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise):
     (lesson07.alibi_slopes, "def f(num_heads):\n    power_of_two = lambda n: [1.0] * n; below = 1"),
 ])
 def test_the_last_hint_alone_does_not_pass(exercise, signature, capsys):
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)

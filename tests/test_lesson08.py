@@ -1,7 +1,5 @@
 """Lesson 08: its derivations equal nn.LayerNorm, attnlib's and torch's layers; its exercise checkers judge fairly."""
 
-import math
-import time
 
 import numpy as np
 import pytest
@@ -11,10 +9,12 @@ from torch import nn
 
 import attnlib
 from attnlib.exercises import lesson08
-from attnlib.exercises._core import wrap
 from tests.notebook_tools import (
     assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -290,15 +290,7 @@ NAMES = {"8.1": "rms_norm", "8.2": "decoder_layer_parameter_count", "8.3": "pred
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
@@ -311,12 +303,7 @@ def test_the_last_hint_does_not_give_the_whole_solution(exercise):
     (lesson08.decoder_layer_parameter_count, "def f(d_model, num_heads, d_ff, bias):"),
 ])
 def test_the_last_hint_alone_does_not_pass(exercise, signature, capsys):
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys)
 
 
 def test_the_prediction_checker_agrees_with_the_lessons_runs():
@@ -331,11 +318,4 @@ def test_the_prediction_checker_agrees_with_the_lessons_runs():
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)

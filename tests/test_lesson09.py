@@ -1,7 +1,6 @@
 """Lesson 09: its derivations equal attnlib, and its exercise checkers judge fairly."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -11,10 +10,12 @@ import torch.nn.functional as F
 import attnlib
 from attnlib.data import BOS, PAD
 from attnlib.exercises import lesson09
-from attnlib.exercises._core import wrap
 from tests.notebook_tools import (
     assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -243,35 +244,15 @@ SIGNATURES = {"9.1": "def f(tokens, pad_id):", "9.2": "def f(scores, log_probs, 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise, capsys):
     assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, NAMES[exercise.number])
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{SIGNATURES[exercise.number]}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, SIGNATURES[exercise.number], capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)

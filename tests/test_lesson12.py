@@ -1,7 +1,5 @@
 """Lesson 12: its derivations equal attnlib.vision, and its exercise checkers judge fairly."""
 
-import math
-import time
 
 import pytest
 import torch
@@ -10,11 +8,13 @@ from torch import nn
 
 import attnlib
 from attnlib.exercises import lesson12
-from attnlib.exercises._core import wrap
 from attnlib.vision import attention_rollout, sinusoidal_2d_positional_encoding
 from tests.notebook_tools import (
     assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -220,15 +220,7 @@ NAMES = {"12.1": "patchify", "12.2": "per_patch_answers", "12.3": "vit_parameter
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
@@ -242,21 +234,9 @@ def test_the_last_hint_does_not_give_the_whole_solution(exercise):
      "def f(image_size, patch_size, in_channels, d_model, num_heads, num_layers, d_ff, num_classes):"),
 ])
 def test_the_last_hint_alone_does_not_pass(exercise, signature, capsys):
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)

@@ -1,7 +1,6 @@
 """Lesson 13: its derivations equal attnlib.interpret, and its exercise checkers judge fairly."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -10,10 +9,11 @@ import torch
 import attnlib
 from attnlib import data, interpret
 from attnlib.exercises import lesson13
-from attnlib.exercises._core import wrap
 from tests.notebook_tools import (
     assert_check_fails,
+    assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
+    assert_hints_build_up,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -250,15 +250,7 @@ SIGNATURES = {"13.1": "def f(vocab_size, length, min_period, max_period):", "13.
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
-    exercise._hints_given = 0
-    assert 2 <= len(exercise.hints) <= 4
-    for number in range(1, len(exercise.hints) + 2):
-        exercise.hint()
-        out = capsys.readouterr().out
-        shown = min(number, len(exercise.hints))
-        assert f"Hint {shown}/{len(exercise.hints)}" in out
-        assert wrap(exercise.hints[shown - 1]) in out
-    exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)
@@ -277,14 +269,7 @@ def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise, capsys)
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_checks_are_fast_and_leave_the_random_stream_alone(exercise, solutions, capsys):
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    start = time.perf_counter()
-    exercise.check(solutions[NAMES[exercise.number]])
-    assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(torch.rand(3), expected)
-    capsys.readouterr()
+    assert_check_is_quick_and_leaves_the_random_stream_alone(exercise, solutions[NAMES[exercise.number]], capsys)
 
 
 def test_the_repeated_tokens_of_the_checkers_match_the_lessons_data():
