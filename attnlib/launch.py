@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 LOOPBACK = "127.0.0.1"
@@ -102,14 +103,14 @@ def launch(target: str, args=(), *, nproc_per_node: int = 2, port: int = 0, time
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _stop(process)
-        stdout, stderr = process.communicate()
+        stdout, stderr = process.communicate(timeout=30)
         seconds = time.perf_counter() - start
         raise DistributedRunError(f"the run did not finish within timeout={timeout:g} s, so all its processes were "
                                   f"stopped. Its last output:\n{_tail(stdout + stderr)}", seconds=seconds,
                                   output=stdout + stderr) from None
     except BaseException:  # e.g. KeyboardInterrupt in a notebook: leave no process behind
         _stop(process)
-        process.communicate()
+        process.communicate(timeout=30)
         raise
     finally:
         _stop(process)  # torchrun has exited; this ends any worker it left in the group
@@ -150,14 +151,43 @@ def _require_free_port(port: int) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Kill the process group of ``process`` (torchrun and its workers), if anything of it is left."""
-    if os.name == "posix":
+    """Kill torchrun and every process under it, if anything of it is left.
+
+    Killing torchrun's process group is not enough: torch's elastic agent may start each worker in
+    a session of its own, and a worker that survives keeps the output pipes open. So the workers are
+    found by walking the parent links in ``/proc`` (Linux) before anything is killed.
+    """
+    if os.name != "posix":
+        if process.poll() is None:
+            process.kill()
+        return
+    alive = process.poll() is None  # once torchrun is reaped its id may be reused: only its group is killed
+    for pid in [process.pid, *_descendants(process.pid)] if alive else []:
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    elif process.poll() is None:
-        process.kill()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """The ids of every living process below ``pid`` (children, grandchildren, ...); [] without ``/proc``."""
+    parents = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])  # the field after the state is the parent's id
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _failure(stdout: str, stderr: str, returncode: int, seconds: float, port: int) -> DistributedRunError:
