@@ -227,7 +227,7 @@ def test_14_3_solution_and_equivalent_answers_pass(solutions, capsys):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (lambda M, W, s: (_ for _ in ()).throw(NotImplementedError("x")), ["not attempted yet"]),
-    (lambda M, W, s: None, ["a NoneType", "int"]),
+    (lambda M, W, s: None, ["is None", "forget to `return`"]),
     (lambda M, W, s: _largest(M, W, s, split=(4, 4, 8)), ["fp32's split"]),
     (lambda M, W, s: M * W // 16, ["shards weights, gradients and optimizer state whatever"]),
     (lambda M, W, s: M // 16, ["shards nothing"]),

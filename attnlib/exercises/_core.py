@@ -15,6 +15,7 @@ the grader's hardware.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import textwrap
 import traceback
@@ -184,6 +185,26 @@ def close(got: torch.Tensor, reference: torch.Tensor, atol: float = 1e-5, rtol: 
     a = got.detach().double().cpu()
     b = reference.detach().double().cpu()
     return bool(torch.isfinite(b).all()) and torch.allclose(a, b, atol=atol, rtol=rtol)
+
+
+def whole_number(got, what: str, expected: str = "a whole number (int)") -> int:
+    """``got`` as an int, when a learner's count is one in any usual form (int, 6.0, a 0-d integer tensor).
+
+    Anything else raises :class:`Failure` naming ``what`` and what was expected, so a checker that
+    compares counts never crashes on a None, a bool or a string.
+    """
+    if got is None:
+        raise Failure(f"{what} is None. Did your function forget to `return` the count?")
+    if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
+        got = got.item()
+    if isinstance(got, float) and got.is_integer():
+        return int(got)
+    if isinstance(got, bool):
+        raise Failure(f"{what} is {got}; {expected} was expected.")
+    try:
+        return operator.index(got)
+    except TypeError:
+        raise Failure(f"{what} is a {type(got).__name__} ({got!r}); {expected} was expected.") from None
 
 
 class CheckFailed(AssertionError):

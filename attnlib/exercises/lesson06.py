@@ -12,12 +12,11 @@ multiplies by the number of heads or forgets a projection, Lq and Lk mixed up) a
 
 from __future__ import annotations
 
-import operator
 
 import torch
 from torch import nn
 
-from ._core import Exercise, Failure, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, comparable, whole_number
 
 
 # ----- 6.1 merge heads -----------------------------------------------------------------------
@@ -100,27 +99,12 @@ def _real_count(embed_dim, num_heads, kdim, vdim, bias) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _as_int(got, what: str) -> int:
-    if got is None:
-        raise Failure(f"{what} is None. Did your function forget to `return` the count?")
-    if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-        got = got.item()
-    if isinstance(got, float) and got.is_integer():
-        return int(got)
-    if isinstance(got, bool):
-        raise Failure(f"{what} is {got}; an int was expected.")
-    try:
-        return operator.index(got)
-    except TypeError:
-        raise Failure(f"{what} is a {type(got).__name__} ({got!r}); a whole number (int) was expected.") from None
-
-
 def _test_parameter_count(t: Trial, mha_parameter_count) -> None:
     configs = ((16, 4, 6, 12, True), (16, 4, 6, 12, False), (512, 8, 768, 1024, True), (64, 2, 64, 64, True),
                (96, 3, 40, 24, False))
     for E, H, kdim, vdim, bias in configs:
         what = f"mha_parameter_count(embed_dim={E}, num_heads={H}, kdim={kdim}, vdim={vdim}, bias={bias})"
-        got = _as_int(t.call(mha_parameter_count, E, H, kdim, vdim, bias, what="mha_parameter_count"), what)
+        got = whole_number(t.call(mha_parameter_count, E, H, kdim, vdim, bias, what="mha_parameter_count"), what)
         expected = _real_count(E, H, kdim, vdim, bias)
         if got == expected:
             continue
@@ -181,7 +165,7 @@ def _test_cross_attention_flops(t: Trial, cross_attention_flops) -> None:
     configs = ((3, 2, 7, 16, 4), (1, 5, 5, 8, 2), (4, 10, 64, 32, 8), (3, 1, 9, 24, 3), (8, 128, 512, 256, 8))
     for B, Lq, Lk, d, H in configs:
         what = f"cross_attention_flops(batch={B}, len_q={Lq}, len_k={Lk}, d_model={d}, num_heads={H})"
-        got = _as_int(t.call(cross_attention_flops, B, Lq, Lk, d, H, what="cross_attention_flops"), what)
+        got = whole_number(t.call(cross_attention_flops, B, Lq, Lk, d, H, what="cross_attention_flops"), what)
         expected = _real_flops(B, Lq, Lk, d, H)
         if got == expected:
             continue

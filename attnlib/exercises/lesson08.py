@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._core import Exercise, Failure, Trial, close, comparable
-from .lesson06 import _as_int
+from ._core import Exercise, Failure, Trial, close, comparable, whole_number
 
 
 # ----- 8.1 RMSNorm -----------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def _test_decoder_count(t: Trial, decoder_layer_parameter_count) -> None:
                (96, 3, 384, True), (768, 12, 3072, False))
     for d, H, ff, bias in configs:
         what = f"decoder_layer_parameter_count(d_model={d}, num_heads={H}, d_ff={ff}, bias={bias})"
-        got = _as_int(t.call(decoder_layer_parameter_count, d, H, ff, bias,
+        got = whole_number(t.call(decoder_layer_parameter_count, d, H, ff, bias,
                              what="decoder_layer_parameter_count"), what)
         expected = _decoder_count(d, H, ff, bias)
         if got == expected:

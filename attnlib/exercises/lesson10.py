@@ -12,11 +12,10 @@ position table forgotten) and names them.
 
 from __future__ import annotations
 
-import operator
 
 import torch
 
-from ._core import Exercise, Failure, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, whole_number
 
 
 # ----- 10.1 top-k filtering ----------------------------------------------------------------------
@@ -172,26 +171,11 @@ def _real_count(vocab_size, block_size, n_layer, n_head, d_model) -> int:
     return model.num_parameters()
 
 
-def _as_int(got, what: str) -> int:
-    if got is None:
-        raise Failure(f"{what} is None. Did your function forget to `return` the count?")
-    if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-        got = got.item()
-    if isinstance(got, float) and got.is_integer():
-        return int(got)
-    if isinstance(got, bool):
-        raise Failure(f"{what} is {got}; an int was expected.")
-    try:
-        return operator.index(got)
-    except TypeError:
-        raise Failure(f"{what} is a {type(got).__name__} ({got!r}); a whole number (int) was expected.") from None
-
-
 def _test_parameter_count(t: Trial, gpt_parameter_count) -> None:
     configs = ((65, 64, 4, 4, 128), (96, 32, 2, 2, 64), (50257, 1024, 12, 12, 768), (11, 8, 1, 1, 8), (100, 16, 3, 4, 32))
     for V, T, L, H, d in configs:
         what = f"gpt_parameter_count(vocab_size={V}, block_size={T}, n_layer={L}, n_head={H}, d_model={d})"
-        got = _as_int(t.call(gpt_parameter_count, V, T, L, H, d, what="gpt_parameter_count"), what)
+        got = whole_number(t.call(gpt_parameter_count, V, T, L, H, d, what="gpt_parameter_count"), what)
         expected = _real_count(V, T, L, H, d)
         if got == expected:
             continue

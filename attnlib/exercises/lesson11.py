@@ -13,12 +13,10 @@ heads grouped round-robin, the queries pooled too, the biases forgotten) and nam
 
 from __future__ import annotations
 
-import math
-import operator
 
 import torch
 
-from ._core import Exercise, Failure, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, comparable, whole_number
 
 
 # ----- 11.1 the memory of a KV cache --------------------------------------------------------------
@@ -39,21 +37,6 @@ def _measured_bytes(n_layer, batch, length, num_heads, num_kv_heads, d_head, dty
     return sum(cache.nbytes for cache in caches)
 
 
-def _as_int(got, what: str) -> int:
-    if got is None:
-        raise Failure(f"{what} is None. Did your function forget to `return` the count?")
-    if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-        got = got.item()
-    if isinstance(got, float) and got.is_integer():
-        return int(got)
-    if isinstance(got, bool):
-        raise Failure(f"{what} is {got}; an int was expected.")
-    try:
-        return operator.index(got)
-    except TypeError:
-        raise Failure(f"{what} is a {type(got).__name__} ({got!r}); a whole number of bytes (int) was expected.") from None
-
-
 def _test_cache_bytes(t: Trial, kv_cache_bytes) -> None:
     measured = ((3, 5, 7, 12, 6, 8, torch.float32),  # every factor different, so each mistake has its own count
                 (2, 3, 10, 4, 2, 4, torch.float32), (1, 1, 6, 2, 2, 8, torch.float32), (3, 2, 5, 6, 1, 2, torch.bfloat16))
@@ -62,7 +45,8 @@ def _test_cache_bytes(t: Trial, kv_cache_bytes) -> None:
     for L, B, T, H, H_kv, d, nbytes, dtype in cases:
         what = (f"kv_cache_bytes(n_layer={L}, batch={B}, length={T}, num_heads={H}, num_kv_heads={H_kv}, "
                 f"d_head={d}, bytes_per_number={nbytes})")
-        got = _as_int(t.call(kv_cache_bytes, L, B, T, H, H_kv, d, nbytes, what="kv_cache_bytes"), what)
+        got = whole_number(t.call(kv_cache_bytes, L, B, T, H, H_kv, d, nbytes, what="kv_cache_bytes"), what,
+                           "a whole number of bytes (int)")
         expected = _cache_bytes(L, B, T, H, H_kv, d, nbytes)
         if dtype is not None:
             real = _measured_bytes(L, B, T, H, H_kv, d, dtype)

@@ -13,11 +13,10 @@ names them.
 
 from __future__ import annotations
 
-import operator
 
 import torch
 
-from ._core import Exercise, Failure, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, comparable, whole_number
 
 
 # ----- 12.1 patchify ---------------------------------------------------------------------------
@@ -171,21 +170,6 @@ def _real_count(image_size, patch_size, in_channels, d_model, num_heads, num_lay
     return sum(p.numel() for p in model.parameters())
 
 
-def _as_int(got, what: str) -> int:
-    if got is None:
-        raise Failure(f"{what} is None. Did your function forget to `return` the count?")
-    if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-        got = got.item()
-    if isinstance(got, float) and got.is_integer():
-        return int(got)
-    if isinstance(got, bool):
-        raise Failure(f"{what} is {got}; an int was expected.")
-    try:
-        return operator.index(got)
-    except TypeError:
-        raise Failure(f"{what} is a {type(got).__name__} ({got!r}); a whole number (int) was expected.") from None
-
-
 def _count_mistakes(S, P, C, d, H, layers, d_ff, classes):
     """The counts that classic mistakes give, and what each mistake is (some are equal for every config)."""
     n = (S // P) ** 2
@@ -222,7 +206,7 @@ def _test_vit_parameter_count(t: Trial, vit_parameter_count) -> None:
         S, P, C, d, H, layers, d_ff, classes = config
         what = (f"vit_parameter_count(image_size={S}, patch_size={P}, in_channels={C}, d_model={d}, num_heads={H}, "
                 f"num_layers={layers}, d_ff={d_ff}, num_classes={classes})")
-        got = _as_int(t.call(vit_parameter_count, *config, what="vit_parameter_count"), what)
+        got = whole_number(t.call(vit_parameter_count, *config, what="vit_parameter_count"), what)
         answers.append(got)
         if wrong_at is None and got != _real_count(*config):
             wrong_at = (what, got, _real_count(*config))

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._core import Exercise, Failure, Trial, close
+from ._core import Exercise, Failure, Trial, close, whole_number
 
 PAD = -100  # targets that are padding: no loss, no gradient (cross_entropy's ignore_index)
 
@@ -131,19 +130,6 @@ def _plan(global_batch: int, world_size: int, max_per_rank: int) -> tuple[int, i
     return per_world // steps, steps
 
 
-def _as_int(value, what: str) -> int:
-    if isinstance(value, bool):
-        raise Failure(f"{what} is {value}; a whole number (int) was expected.")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = value.item()
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise Failure(f"{what} is a {type(value).__name__} ({value!r}); a whole number (int) was expected.") from None
-
-
 def _test_plan_batches(t: Trial, plan_batches) -> None:
     cases = ((512, 8, 16), (96, 4, 10), (64, 8, 100), (60, 4, 4), (7, 1, 3), (1024, 16, 24), (48, 2, 24),
              (2048, 64, 6))
@@ -152,7 +138,7 @@ def _test_plan_batches(t: Trial, plan_batches) -> None:
         got = t.call(plan_batches, G, W, m, what="plan_batches")
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise Failure(f"{what} is {got!r}; a pair (per_rank_batch, accumulation_steps) was expected.")
-        per_rank, steps = (_as_int(v, f"{what}[{i}]") for i, v in enumerate(got))
+        per_rank, steps = (whole_number(v, f"{what}[{i}]") for i, v in enumerate(got))
         expected = _plan(G, W, m)
         if (per_rank, steps) == expected:
             continue
@@ -223,7 +209,7 @@ def _test_largest_model(t: Trial, largest_model) -> None:
              (16 * 2**30, 1, "none"), (24 * GB, 4, "gradients"), (40 * GB, 64, "parameters"), (10**6 + 7, 3, "optimizer"))
     for memory, W, sharding in cases:
         what = f"largest_model(gpu_bytes={memory}, world_size={W}, sharding={sharding!r})"
-        got = _as_int(t.call(largest_model, memory, W, sharding, what="largest_model"), what)
+        got = whole_number(t.call(largest_model, memory, W, sharding, what="largest_model"), what)
         expected = math.floor(memory / _per_parameter(W, sharding))
         if got == expected:
             continue
