@@ -134,7 +134,7 @@ def assert_hints_build_up(exercise, capsys) -> None:
             exercise.hint()
             out = capsys.readouterr().out
             shown = min(number, len(exercise.hints))
-            assert f"Hint {shown}/{len(exercise.hints)}" in out, out
+            assert f"Hint {shown}/{len(exercise.hints)} for Exercise {exercise.number}" in out, out
             assert wrap(exercise.hints[shown - 1]) in out, out
     finally:
         exercise._hints_given = 0

@@ -6,7 +6,6 @@ they start is gone when they end.
 """
 
 import json
-import os
 import socket
 import sys
 import time

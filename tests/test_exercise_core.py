@@ -7,7 +7,8 @@ import torch
 from attnlib.exercises import Exercise
 from attnlib.exercises import lesson00
 from tests.notebook_tools import (
-    MASTERS, assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, read,
+    MASTERS, assert_check_fails, assert_check_passes, assert_hints_build_up, exercise_solutions, gives_whole_solution,
+    read,
 )
 
 
@@ -170,15 +171,7 @@ def test_lesson00_failing_demo_fails_as_the_notebook_says(capsys):
 @pytest.mark.parametrize("name", ["vector_length", "unit_vectors"])
 def test_lesson00_hints_build_up_and_stop_short_of_the_solution(name, capsys):
     exercise = getattr(lesson00, name)
-    assert 2 <= len(exercise.hints) <= 4
-    exercise._hints_given = 0
-    try:
-        for i in range(len(exercise.hints) + 1):
-            exercise.hint()
-            out = capsys.readouterr().out
-            assert f"Hint {min(i + 1, len(exercise.hints))}/{len(exercise.hints)}" in out
-    finally:
-        exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
     assert not gives_whole_solution(exercise.hints[-1], "00_welcome.ipynb", name)
 
 

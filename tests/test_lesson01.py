@@ -6,17 +6,15 @@ from attnlib's, and that each checker accepts the master's solution and explains
 typical wrong answers.
 """
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import attnlib
 from attnlib.exercises import lesson01
-from attnlib.exercises._core import wrap
 from tests.notebook_tools import (
-    MASTERS, assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, load_derivations,
-    read,
+    MASTERS, assert_check_fails, assert_check_passes, assert_hints_build_up, exercise_solutions, gives_whole_solution,
+    load_derivations, read,
 )
 
 NOTEBOOK = "01_dot_products.ipynb"
@@ -240,17 +238,7 @@ def test_cosine_scores_reports_exceptions_without_crashing(capsys):
 
 @pytest.mark.parametrize("exercise", [lesson01.cat_query, lesson01.one_query_scores, lesson01.cosine_scores])
 def test_every_exercise_has_two_to_four_hints_given_in_order(exercise, capsys):
-    assert 2 <= len(exercise.hints) <= 4
-    exercise._hints_given = 0
-    try:
-        exercise.hint()
-        first = capsys.readouterr().out
-        exercise.hint()
-        second = capsys.readouterr().out
-    finally:
-        exercise._hints_given = 0
-    assert f"Hint 1/{len(exercise.hints)} for Exercise {exercise.number}" in first and wrap(exercise.hints[0]) in first
-    assert f"Hint 2/{len(exercise.hints)}" in second and wrap(exercise.hints[1]) in second
+    assert_hints_build_up(exercise, capsys)
 
 
 @pytest.mark.parametrize("exercise, function", [(lesson01.cat_query, "cat_query"),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import attnlib
 from attnlib.exercises import lesson02
 from tests.notebook_tools import (
-    assert_check_fails, assert_check_passes, exercise_solutions, gives_whole_solution, load_derivations,
+    assert_check_fails, assert_check_passes, assert_hints_build_up, exercise_solutions, gives_whole_solution, load_derivations,
 )
 
 NOTEBOOK = "02_softmax_and_attention.ipynb"
@@ -369,14 +369,5 @@ def test_checkers_report_exceptions_and_unsolved_stubs(exercise, function, capsy
 
 @pytest.mark.parametrize("exercise, function", EXERCISES)
 def test_hints_run_in_order_repeat_the_last_and_stop_short_of_the_solution(exercise, function, capsys):
-    exercise._hints_given = 0
-    total = len(exercise.hints)
-    assert 2 <= total <= 4
-    try:
-        for i in range(total + 1):
-            exercise.hint()
-            out = capsys.readouterr().out
-            assert f"Hint {min(i + 1, total)}/{total} for Exercise {exercise.number}" in out
-    finally:
-        exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
     assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)

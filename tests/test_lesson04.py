@@ -1,6 +1,5 @@
 """Lesson 04: its derivations agree with attnlib, and its exercise checkers judge fairly."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -8,11 +7,12 @@ import torch
 import attnlib
 from attnlib import data
 from attnlib.exercises import lesson04
-from attnlib.exercises._core import wrap
 from attnlib.seq2seq import DotProductAttention, EncoderMemory
 from tests.notebook_tools import (
     assert_check_fails,
     assert_check_is_quick_and_leaves_the_random_stream_alone,
+    assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -358,24 +358,9 @@ def test_checkers_report_exceptions_and_unsolved_stubs(exercise, function, signa
 
 @pytest.mark.parametrize("exercise, function, signature", EXERCISES)
 def test_hints_build_up_and_the_last_shows_a_key_line_not_the_whole_solution(exercise, function, signature, capsys):
-    exercise._hints_given = 0
-    total = len(exercise.hints)
-    assert 2 <= total <= 4
-    try:
-        for i in range(total + 1):
-            exercise.hint()
-            out = capsys.readouterr().out
-            assert f"Hint {min(i + 1, total)}/{total} for Exercise {exercise.number}" in out
-            assert wrap(exercise.hints[min(i, total - 1)]) in out
-    finally:
-        exercise._hints_given = 0
+    assert_hints_build_up(exercise, capsys)
     assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, function)
-    namespace = {"torch": torch, "np": np, "attnlib": attnlib}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    exec(f"{signature}\n{body}", namespace)
-    with pytest.raises(AssertionError):  # the key line alone is not an answer
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, signature, capsys, np=np, attnlib=attnlib)  # the key line alone is not an answer
 
 
 @pytest.mark.parametrize("exercise, function, signature", EXERCISES)

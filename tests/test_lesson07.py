@@ -169,7 +169,6 @@ def _to_pairs(x):
 
 
 def _from_pairs(x):
-    d = x.shape[-1]
     return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
 
 

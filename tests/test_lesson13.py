@@ -14,6 +14,7 @@ from tests.notebook_tools import (
     assert_check_is_quick_and_leaves_the_random_stream_alone,
     assert_check_passes,
     assert_hints_build_up,
+    assert_last_hint_alone_fails,
     exercise_solutions,
     gives_whole_solution,
     load_derivations,
@@ -256,15 +257,7 @@ def test_hints_come_in_order_and_the_last_repeats(exercise, capsys):
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_the_last_hint_shows_a_key_line_not_the_whole_solution(exercise, capsys):
     assert not gives_whole_solution(exercise.hints[-1], NOTEBOOK, NAMES[exercise.number])
-    namespace = {"torch": torch, "math": math}
-    body = "\n".join("    " + line for line in exercise.hints[-1].splitlines())
-    try:
-        exec(f"{SIGNATURES[exercise.number]}\n{body}", namespace)
-    except SyntaxError:
-        return
-    with pytest.raises(AssertionError):
-        exercise.check(namespace["f"])
-    capsys.readouterr()
+    assert_last_hint_alone_fails(exercise, SIGNATURES[exercise.number], capsys)
 
 
 @pytest.mark.parametrize("exercise", EXERCISES)

@@ -7,7 +7,6 @@ running cannot: that the files are what the generator makes and follow COURSE.md
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
