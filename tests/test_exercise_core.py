@@ -211,3 +211,29 @@ def test_an_earlier_exercise_cannot_cost_a_later_one_its_points(capsys):
     exec("def twice_square(x):\n    return x * x * 2  # needs no helper: nothing is swapped\n", notebook)
     later.check(notebook["twice_square"])
     assert "standing in" not in capsys.readouterr().out
+
+
+# ----- shared answer readers: whole_number and query_key_weights ------------------------------
+
+def test_whole_number_takes_a_count_in_any_usual_form_and_names_what_is_wrong():
+    from attnlib.exercises._core import Failure, whole_number
+
+    assert [whole_number(v, "n") for v in (6, 6.0, torch.tensor(6))] == [6, 6, 6]
+    for bad, fragment in ((None, "forget to `return`"), (True, "is True"), (6.5, "a float"), ("6", "a str")):
+        with pytest.raises(Failure, match=fragment.replace("`", "\\`")):
+            whole_number(bad, "n")
+
+
+def test_query_key_weights_returns_a_cpu_pair_and_names_what_is_wrong():
+    from attnlib.exercises._core import Failure, query_key_weights
+
+    W = torch.eye(5, 3, requires_grad=True)  # (5, 3)
+    W_Q, W_K = query_key_weights((W, W * 2), "f()", 5, "2 + 3")
+    assert not W_Q.requires_grad and W_K.device.type == "cpu" and torch.equal(W_K, 2 * torch.eye(5, 3))
+    cases = [(None, "forget to `return W_Q, W_K`"), (W, "expected a pair"),
+             ((W, W.detach().numpy()), "W_K is a ndarray"), ((torch.eye(4, 3), W), "d_model = 2 \\+ 3 = 5"),
+             ((W.double(), W), "dtype torch.float64"), ((W * float("nan"), W), "NaN or infinity"),
+             ((W, torch.eye(5, 2)), "same width d_k")]
+    for got, fragment in cases:
+        with pytest.raises(Failure, match=fragment.replace("`", "\\`")):
+            query_key_weights(got, "f()", 5, "2 + 3")

@@ -207,6 +207,35 @@ def whole_number(got, what: str, expected: str = "a whole number (int)") -> int:
         raise Failure(f"{what} is a {type(got).__name__} ({got!r}); {expected} was expected.") from None
 
 
+def query_key_weights(got, what: str, d_model: int, rows: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learner's hand-set ``(W_Q, W_K)``, checked and returned on the CPU: two (d_model, d_k) float32 tensors.
+
+    ``rows`` says in the lesson's words what d_model is made of (e.g. ``"max_len + d_content"``).
+    Anything else raises :class:`Failure` naming ``what`` and the first thing that is wrong, so the
+    checkers of the exercises that set a head by hand (lessons 05 and 13) never crash on it.
+    """
+    if got is None:
+        raise Failure(f"{what} returned None. Did your function forget to `return W_Q, W_K`?")
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        kind = type(got).__name__ + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else "")
+        raise Failure(f"{what} returned a {kind}; expected a pair `(W_Q, W_K)`.")
+    for name, W in zip(("W_Q", "W_K"), got):
+        if not isinstance(W, torch.Tensor):
+            raise Failure(f"{what}: {name} is a {type(W).__name__}; a torch.Tensor was expected.")
+        if W.dim() != 2 or W.shape[0] != d_model:
+            raise Failure(f"{what}: {name} has shape {tuple(W.shape)}; expected (d_model, d_k) with d_model = "
+                          f"{rows} = {d_model}: one row per feature of the input.")
+        if W.dtype != torch.float32:
+            raise Failure(f"{what}: {name} has dtype {W.dtype}; expected torch.float32 (the default of "
+                          "torch.zeros and torch.eye), the dtype of the inputs.")
+        if not torch.isfinite(W).all():
+            raise Failure(f"{what}: {name} contains NaN or infinity; use a large but finite scale.")
+    if got[0].shape != got[1].shape:
+        raise Failure(f"{what}: W_Q has shape {tuple(got[0].shape)} but W_K has {tuple(got[1].shape)}; queries "
+                      "and keys must have the same width d_k to be compared by a dot product.")
+    return got[0].detach().cpu(), got[1].detach().cpu()  # (d_model, d_k) each
+
+
 class CheckFailed(AssertionError):
     """A check's verdict on a wrong answer: the explanation, shown once and nothing else.
 

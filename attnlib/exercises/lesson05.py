@@ -16,7 +16,7 @@ import operator
 
 import torch
 
-from ._core import Exercise, Failure, Trial
+from ._core import Exercise, Failure, Trial, query_key_weights
 
 
 # ----- 5.1 a previous-token head -----------------------------------------------------------
@@ -34,36 +34,12 @@ def _head_weights(x, W_Q, W_K):
     return torch.softmax(scores, dim=-1)  # (B, L, L)
 
 
-def _unpack_projections(got, what: str, d_model: int):
-    if got is None:
-        raise Failure(f"{what} returned None. Did your function forget to `return W_Q, W_K`?")
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        kind = type(got).__name__ + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else "")
-        raise Failure(f"{what} returned a {kind}; expected a pair `(W_Q, W_K)`.")
-    for name, W in zip(("W_Q", "W_K"), got):
-        if not isinstance(W, torch.Tensor):
-            raise Failure(f"{what}: {name} is a {type(W).__name__}; a torch.Tensor was expected.")
-        if W.dim() != 2 or W.shape[0] != d_model:
-            raise Failure(f"{what}: {name} has shape {tuple(W.shape)}; expected (d_model, d_k) with d_model = "
-                          f"max_len + d_content = {d_model}: one row per input feature.")
-        if W.dtype != torch.float32:
-            raise Failure(f"{what}: {name} has dtype {W.dtype}; expected torch.float32 (the default of "
-                          "torch.zeros and torch.eye), the dtype of the inputs.")
-        if not torch.isfinite(W).all():
-            raise Failure(f"{what}: {name} contains NaN or infinity; use a large but finite scale.")
-    if got[0].shape != got[1].shape:
-        raise Failure(f"{what}: W_Q has shape {tuple(got[0].shape)} but W_K has {tuple(got[1].shape)}; queries "
-                      "and keys must have the same width d_k to be compared by a dot product.")
-    return got
-
-
 def _test_previous_token(t: Trial, previous_token_projections) -> None:
     for max_len, d_content, length in ((6, 5, 6), (10, 3, 10), (10, 3, 4)):
         d_model = max_len + d_content
         what = f"previous_token_projections(max_len={max_len}, d_content={d_content})"
-        W_Q, W_K = _unpack_projections(
-            t.call(previous_token_projections, max_len, d_content, what="previous_token_projections"), what, d_model)
-        W_Q, W_K = W_Q.detach().cpu(), W_K.detach().cpu()
+        W_Q, W_K = query_key_weights(t.call(previous_token_projections, max_len, d_content,
+                                            what="previous_token_projections"), what, d_model, "max_len + d_content")
         where = f"for a sequence of {length} tokens" + (f" (shorter than max_len={max_len})" if length < max_len else "")
         for content_scale in (0.0, 3.0):
             x = _inputs_with_positions(t, 3, length, max_len, d_content, content_scale)  # (B, L, d_model)

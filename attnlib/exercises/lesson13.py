@@ -18,7 +18,7 @@ import operator
 
 import torch
 
-from ._core import Exercise, Failure, Trial, close, comparable
+from ._core import Exercise, Failure, Trial, close, comparable, query_key_weights
 
 
 # ----- the checker's own reference (not attnlib's: a learner's cell could rebind that) ----------------
@@ -242,34 +242,12 @@ def _causal_head(x: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> torch
     return scores.masked_fill(future, float("-inf")).softmax(-1)  # (B, T, T)
 
 
-def _unpack(got, what: str, width: str, d_model: int):
-    if got is None:
-        raise Failure(f"{what} returned None. Did your function forget to `return W_Q, W_K`?")
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        kind = type(got).__name__ + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else "")
-        raise Failure(f"{what} returned a {kind}; expected a pair `(W_Q, W_K)`.")
-    for name, W in zip(("W_Q", "W_K"), got):
-        if not isinstance(W, torch.Tensor):
-            raise Failure(f"{what}: {name} is a {type(W).__name__}; a torch.Tensor was expected.")
-        if W.dim() != 2 or W.shape[0] != d_model:
-            raise Failure(f"{what}: {name} has shape {tuple(W.shape)}; expected (d_model, d_k) with d_model = "
-                          f"{width} = {d_model}: one row per feature of the residual stream.")
-        if W.dtype != torch.float32:
-            raise Failure(f"{what}: {name} has dtype {W.dtype}; expected torch.float32, the residual stream's.")
-        if not torch.isfinite(W).all():
-            raise Failure(f"{what}: {name} contains NaN or infinity; use a large but finite scale.")
-    if got[0].shape != got[1].shape:
-        raise Failure(f"{what}: W_Q has shape {tuple(got[0].shape)} but W_K has {tuple(got[1].shape)}; queries "
-                      "and keys need the same width d_k to be compared by a dot product.")
-    return got[0].detach().cpu(), got[1].detach().cpu()
-
-
 def _test_induction_projections(t: Trial, induction_projections) -> None:
     for V, max_len, length in ((8, 16, 16), (12, 20, 14)):
         d_model = 2 * V + max_len
         what = f"induction_projections(vocab_size={V}, max_len={max_len})"
-        W_Q, W_K = _unpack(t.call(induction_projections, V, max_len, what="induction_projections"), what,
-                           "2·vocab_size + max_len", d_model)
+        W_Q, W_K = query_key_weights(t.call(induction_projections, V, max_len, what="induction_projections"), what,
+                                     d_model, "2·vocab_size + max_len")
         tokens = _repeated(t, 16, length, V, 3, min(7, V))  # (B, T)
         weights = _causal_head(_stream(tokens, V, max_len), W_Q, W_K)  # (B, T, T)
         if not torch.isfinite(weights).all():
